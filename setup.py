@@ -1,0 +1,41 @@
+"""xlsr-jax: XLSR / XLS-R (wav2vec 2.0) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="xlsr-jax",
+    version="0.1.0",
+    description="XLSR / XLS-R wav2vec 2.0 pretraining and fine-tuning in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["xlsr_jax", "xlsr_jax.*", "data_pipelines", "data_pipelines.*"]),
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "tensorflow-cpu>=2.21,<2.22",
+        "tensorflow-datasets>=4.9,<5",
+        "librosa>=0.11,<0.12",
+        "soundfile>=0.13",
+        "ml-collections>=1.1,<2",
+        "numpy>=2.0",
+        "safetensors>=0.4",
+        "tensorboardX>=2.6",
+        "jiwer>=3.0",
+        "tqdm>=4.60",
+        "chex>=0.1.90",
+    ],
+    extras_require={
+        # Reading PyTorch checkpoints and the parity tests against transformers.
+        "torch": ["torch==2.13.0", "transformers>=5.0,<6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "xlsr-convert=xlsr_jax.convert.__main__:main",
+        ],
+    },
+)

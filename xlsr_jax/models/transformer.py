@@ -1,0 +1,216 @@
+"""The Transformer context network: positional conv embedding, attention, encoder blocks.
+
+Semantics follow fairseq's `TransformerEncoder` / HF's `Wav2Vec2Encoder` (post-LN, BASE) and
+`Wav2Vec2EncoderStableLayerNorm` (pre-LN "layer_norm_first", XLSR-53 / XLS-R), including which
+tensors count as `hidden_states`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xlsr_jax import sharding as shd
+from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax.models.layers import Dense, LayerNorm, activation, dropout, gelu
+
+# fairseq's init_bert_params for the Transformer's linear layers.
+_bert_init = nn.initializers.normal(stddev=0.02)
+_zeros = nn.initializers.zeros
+
+
+class PositionalConvEmbedding(nn.Module):
+    """Grouped conv over time with weight normalisation (fairseq `pos_conv`, dim=2), then GELU.
+
+    The weight is `weight_g[k] * weight_v[k] / ||weight_v[k]||` for each kernel tap k (the norm
+    runs over input and output channels), as `torch.nn.utils.weight_norm(conv, dim=2)`.
+    """
+
+    config: Wav2Vec2Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [batch, time, hidden]
+        cfg = self.config
+        width, groups, hidden = cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, cfg.hidden_size
+        # fairseq: normal(0, sqrt(4 / (kernel * hidden))) with dropout 0; weight_g starts at the
+        # expected norm of a tap, so the effective weight starts like fairseq's.
+        std = (4.0 / (width * hidden)) ** 0.5
+        axes = (shd.CONV_WIDTH, shd.CONV_IN, shd.CONV_OUT)
+        weight_v = self.param("weight_v", nn.with_logical_partitioning(nn.initializers.normal(std), axes),
+                              (width, hidden // groups, hidden), jnp.float32)
+        tap_norm = std * (hidden // groups * hidden) ** 0.5
+        weight_g = self.param("weight_g",
+                              nn.with_logical_partitioning(nn.initializers.constant(tap_norm), (shd.CONV_WIDTH,)),
+                              (width,), jnp.float32)
+        bias = self.param("bias", nn.with_logical_partitioning(_zeros, (shd.CONV_OUT,)), (hidden,), jnp.float32)
+        norm = jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2), keepdims=True))
+        kernel = weight_g[:, None, None] * weight_v / norm
+        dtype = cfg.compute_dtype
+        y = jax.lax.conv_general_dilated(
+            x.astype(dtype),
+            kernel.astype(dtype),
+            window_strides=(1,),
+            padding=[(width // 2, width // 2)],
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            feature_group_count=groups,
+        )
+        y = y + bias.astype(dtype)
+        if width % 2 == 0:  # fairseq SamePad: an even kernel yields one extra frame
+            y = y[:, :-1]
+        return gelu(y)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a key padding mask (fairseq MultiheadAttention)."""
+
+    config: Wav2Vec2Config
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, padding_mask: jax.Array | None) -> jax.Array:
+        cfg = self.config
+        dtype = cfg.compute_dtype
+        heads, head_dim = cfg.num_attention_heads, cfg.head_dim
+
+        def proj(name):
+            return Dense((heads, head_dim), (shd.EMBED, shd.HEADS, shd.KV), dtype=dtype,
+                         kernel_init=_bert_init, bias_init=_zeros, name=name)(x)
+
+        q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")  # [batch, time, heads, head_dim]
+        q = nn.with_logical_constraint(q, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
+        k = nn.with_logical_constraint(k, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
+        v = nn.with_logical_constraint(v, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
+        scale = head_dim ** -0.5
+        # keep[b, 1, 1, s]: attend to key s of utterance b.
+        keep = None if padding_mask is None else ~padding_mask[:, None, None, :]
+        use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
+        if use_dropout:
+            # jax.nn.dot_product_attention has no dropout on the probabilities: do it by hand.
+            q = q * jnp.asarray(scale, dtype)
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+            if keep is not None:
+                logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(logits, axis=-1)
+            probs = dropout(self, cfg.attention_dropout, probs, False).astype(dtype)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        else:
+            impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
+            out = jax.nn.dot_product_attention(q, k, v, mask=keep, scale=scale, implementation=impl)
+        out = nn.with_logical_constraint(out, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
+        return Dense(cfg.hidden_size, (shd.HEADS, shd.KV, shd.EMBED), axis=(-2, -1), dtype=dtype,
+                     kernel_init=_bert_init, bias_init=_zeros, name="out_proj")(out)
+
+
+class FeedForward(nn.Module):
+    """Linear -> activation -> dropout -> linear -> dropout."""
+
+    config: Wav2Vec2Config
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype = cfg.compute_dtype
+        h = Dense(cfg.intermediate_size, (shd.EMBED, shd.MLP), dtype=dtype, kernel_init=_bert_init,
+                  bias_init=_zeros, name="intermediate_dense")(x)
+        h = activation(cfg.hidden_act)(h)
+        h = nn.with_logical_constraint(h, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_MLP))
+        h = dropout(self, cfg.activation_dropout, h, self.deterministic)
+        h = Dense(cfg.hidden_size, (shd.MLP, shd.EMBED), dtype=dtype, kernel_init=_bert_init,
+                  bias_init=_zeros, name="output_dense")(h)
+        return dropout(self, cfg.hidden_dropout, h, self.deterministic)
+
+
+class EncoderLayer(nn.Module):
+    """One Transformer block, post-LN or pre-LN (`do_stable_layer_norm`), with LayerDrop.
+
+    LayerDrop keeps shapes static: the block is always computed and its output discarded when the
+    layer is dropped (a `select`, which also keeps `nn.scan` and sharding simple).
+    """
+
+    config: Wav2Vec2Config
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, padding_mask: jax.Array | None):
+        cfg = self.config
+        det = self.deterministic
+        dtype = cfg.compute_dtype
+        eps = cfg.layer_norm_eps
+        inputs = x
+        attention = SelfAttention(cfg, det, name="attention")
+        feed_forward = FeedForward(cfg, det, name="feed_forward")
+        layer_norm = LayerNorm(eps, dtype, name="layer_norm")
+        final_layer_norm = LayerNorm(eps, dtype, name="final_layer_norm")
+        if cfg.do_stable_layer_norm:
+            h = attention(layer_norm(x), padding_mask)
+            x = x + dropout(self, cfg.hidden_dropout, h, det)
+            x = x + feed_forward(final_layer_norm(x))
+        else:
+            h = attention(x, padding_mask)
+            x = layer_norm(x + dropout(self, cfg.hidden_dropout, h, det))
+            x = final_layer_norm(x + feed_forward(x))
+        if not det and cfg.layerdrop > 0.0:
+            drop = jax.random.uniform(self.make_rng("dropout"), ()) < cfg.layerdrop
+            x = jnp.where(drop, inputs, x)
+        x = nn.with_logical_constraint(x, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_EMBED))
+        # Second output: the block's input, collected as a hidden state under nn.scan.
+        return x, inputs
+
+
+def _remat_policy(name: str):
+    if name == "dots":
+        return jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims
+    return None  # "full": save nothing, recompute the whole block
+
+
+class Encoder(nn.Module):
+    """Positional embedding + Transformer blocks (optionally scanned and rematerialised)."""
+
+    config: Wav2Vec2Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array, padding_mask: jax.Array | None, deterministic: bool,
+                 output_hidden_states: bool = False):
+        """x: [batch, frames, hidden]; padding_mask: [batch, frames] (True = padding).
+
+        Returns (last_hidden_state, hidden_states) where hidden_states is a tuple of
+        num_hidden_layers + 1 arrays (HF semantics) or None.
+        """
+        cfg = self.config
+        dtype = cfg.compute_dtype
+        if padding_mask is not None:
+            x = jnp.where(padding_mask[..., None], 0, x)
+        x = x + PositionalConvEmbedding(cfg, name="pos_conv_embed")(x).astype(x.dtype)
+        if not cfg.do_stable_layer_norm:
+            x = LayerNorm(cfg.layer_norm_eps, dtype, name="layer_norm")(x)
+        x = dropout(self, cfg.hidden_dropout, x, deterministic).astype(dtype)
+        x = nn.with_logical_constraint(x, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_EMBED))
+
+        layer_cls = EncoderLayer
+        if cfg.remat != "none":
+            layer_cls = nn.remat(layer_cls, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            scanned = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: shd.LAYERS},
+            )
+            x, layer_inputs = scanned(cfg, deterministic, name="layers")(x, padding_mask)
+            layer_inputs = tuple(layer_inputs[i] for i in range(cfg.num_hidden_layers)) if output_hidden_states else ()
+        else:
+            layer_inputs = []
+            for i in range(cfg.num_hidden_layers):
+                x, inputs = layer_cls(cfg, deterministic, name=f"layers_{i}")(x, padding_mask)
+                layer_inputs.append(inputs)
+            layer_inputs = tuple(layer_inputs)
+        if cfg.do_stable_layer_norm:
+            x = LayerNorm(cfg.layer_norm_eps, dtype, name="layer_norm")(x)
+        hidden_states = (layer_inputs + (x,)) if output_hidden_states else None
+        return x, hidden_states
