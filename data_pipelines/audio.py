@@ -1,0 +1,82 @@
+"""Decoding, resampling, downmixing and normalisation of speech audio.
+
+Decoding goes through libsndfile (`soundfile`): WAV, FLAC, OGG/Vorbis, OGG/Opus and MP3 (libsndfile
+>= 1.1) in one C library with no subprocess. Resampling uses `soxr` (the same library behind
+librosa's default `soxr_hq`, without librosa's overhead); `experiments/benchmark_input.py` measures
+both. Everything returns float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TARGET_SAMPLE_RATE = 16000
+
+
+class AudioDecodeError(ValueError):
+    """Raised when a file cannot be decoded or holds no samples."""
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Resamples mono float audio [samples] from `orig_sr` to `target_sr` (soxr, high quality)."""
+    if orig_sr == target_sr:
+        return audio
+    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def downmix(audio: np.ndarray) -> np.ndarray:
+    """[samples] or [samples, channels] -> mono [samples] (channel mean)."""
+    if audio.ndim == 2:
+        return audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
+    return audio
+
+
+def load_audio(
+    path: str | os.PathLike | bytes, target_sr: int = TARGET_SAMPLE_RATE
+) -> np.ndarray:
+    """Decodes an audio file (wav/flac/ogg/opus/mp3) into mono float32 at `target_sr`.
+
+    Args:
+      path: file path, or the encoded file's bytes (as stored in TFRecords/TFDS).
+      target_sr: output sample rate.
+    Returns:
+      float32 [samples], mono.
+    Raises:
+      AudioDecodeError: unreadable, corrupt or empty input (the pipeline counts and skips these).
+    """
+    src = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
+    try:
+        audio, sr = sf.read(src, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioDecodeError(f"cannot decode {_name(path)}: {e}") from e
+    if audio.size == 0:
+        raise AudioDecodeError(f"no samples in {_name(path)}")
+    audio = downmix(audio)  # [samples]
+    if not np.all(np.isfinite(audio)):
+        raise AudioDecodeError(f"non-finite samples in {_name(path)}")
+    return resample(audio, sr, target_sr)
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int]:
+    """Reads only the header: returns (frames, sample_rate); raises AudioDecodeError."""
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioDecodeError(f"cannot read header of {_name(path)}: {e}") from e
+    return int(info.frames), int(info.samplerate)
+
+
+def normalize(audio: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the utterance (what the layer-norm feature extractor expects;
+    fairseq's `normalize=True` and HF's `do_normalize`). Silence stays zero."""
+    audio = audio - audio.mean(dtype=np.float64)
+    return (audio / np.sqrt(audio.var(dtype=np.float64) + 1e-7)).astype(np.float32)
+
+
+def _name(path) -> str:
+    return f"<{len(path)} bytes>" if isinstance(path, (bytes, bytearray)) else str(path)

@@ -1,0 +1,90 @@
+"""The `data` section of a training config, and the shipped demo corpus's config."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
+DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Input config with XLS-R pretraining defaults (fairseq `xlsr` recipe: 16 kHz, crops of at
+    most 320000 samples = 20 s, at least 32000 = 2 s, languages sampled with alpha = 0.5).
+    Points at the shipped demo corpus until `sources` is replaced."""
+    c = ml_collections.ConfigDict()
+    # Corpora to read, mixed. Each: type (manifest | common_voice | mls | tfrecord | tfds), path,
+    # splits ({pipeline split: corpus split}), languages (common_voice: locales to keep; empty =
+    # all), language (code for corpora that do not say), name/audio_key/text_key/language_key
+    # (tfds only). See data_pipelines/sources.py.
+    c.sources = [
+        dict(type="common_voice", path=DEMO_CORPUS_DIR, splits={}, languages=[], language="")
+    ]
+    # Language codes in id order (the "language" field of a batch); empty = every language in the
+    # sources' train split, sorted. Utterances of other languages are dropped (counted).
+    c.languages = []
+    # Language sampling exponent: p_l ∝ hours_l^alpha (XLS-R / XLSR: 0.5; 1 = natural; 0 = uniform).
+    c.sampling_alpha = 0.5
+    # Same exponent across corpora of one language (XLS-R samples datasets this way too).
+    c.corpus_alpha = 0.5
+    # Audio is resampled to this rate (the models are 16 kHz).
+    c.sample_rate = 16000
+    # Zero-mean unit-variance per utterance: True for the layer-norm extractor (XLSR, XLS-R),
+    # False for the group-norm base model (fairseq `normalize`).
+    c.normalize = True
+    # Utterances shorter than this (samples) are dropped and counted (fairseq min_sample_size).
+    c.min_sample_size = 32000
+    # Longer utterances are randomly cropped to this (pretrain/lid) or dropped (ctc).
+    c.max_sample_size = 320000
+    # fairseq pretraining: crop every utterance of a batch to the batch's shortest (here: down to
+    # its bucket's lower boundary) so no sample is padding. Ignored for ctc (labels need whole audio).
+    c.crop_to_batch_min = False
+    # Padded lengths in samples (ascending); empty = `num_buckets` geometric steps from
+    # min_sample_size to max_sample_size. Each is one compiled shape.
+    c.bucket_boundaries = []
+    c.num_buckets = 8
+    # Buckets are multiples of this (the conv feature encoder's total stride).
+    c.pad_multiple = 320
+    # Global batch size (all hosts); each host gets batch_size // process_count rows.
+    c.batch_size = 32
+    # Memory cap: buckets with batch_size * S above this are removed (0 = no cap), which lowers
+    # the effective max_sample_size.
+    c.max_samples_per_batch = 0
+    # CTC label padding: a bucket of S samples holds labels up to ceil(S / this) tokens (640 = 25
+    # tokens per second, above speech's ~15 characters/s; below CTC's limit of 50 frames/s).
+    c.samples_per_label = 640
+    # Seed of the whole stream (language draws, epoch permutations, crops).
+    c.seed = 0
+    # Batches decoded ahead of the consumer.
+    c.prefetch = 2
+    # Parallel decode calls in tf.data's map (-1 = AUTOTUNE, bounded by num_threads).
+    c.num_parallel_calls = -1
+    # Size of the pipeline's private tf.data thread pool (keep <= host cores).
+    c.num_threads = max(1, min(8, os.cpu_count() or 1))
+    c.vocabulary = ml_collections.ConfigDict()
+    # HF-style vocab.json to use; empty = built from the train split's transcripts.
+    c.vocabulary.path = ""
+    c.text = ml_collections.ConfigDict()
+    # Transcript normalisation overrides per language, e.g. {"en": {"keep": "'-"}}; options:
+    # nfkc, lowercase, strip_punctuation, keep, word_spaces (see data_pipelines/text.py).
+    c.text.per_language = {}
+    return c
+
+
+def demo_corpus_config(task: str = "pretrain", batch_size: int = 8) -> ml_collections.ConfigDict:
+    """`default_config()` sized for the shipped corpus (utterances of ~1-4 s): a tiny model
+    learns something from it in minutes on CPU.
+
+    Args:
+      task: "pretrain" | "ctc" | "lid" (ctc and lid keep whole utterances up to 6 s).
+      batch_size: global batch size.
+    """
+    c = default_config()
+    c.min_sample_size = 8000  # 0.5 s
+    c.max_sample_size = 96000 if task != "pretrain" else 48000  # 6 s / 3 s crops
+    c.bucket_boundaries = [16000, 24000, 32000, 48000, 64000, 96000]
+    c.batch_size = batch_size
+    c.prefetch = 2
+    return c

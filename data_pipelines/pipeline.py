@@ -1,0 +1,462 @@
+"""`build_input`: the training/eval input stream (sources -> plan -> tf.data decode -> batches)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from data_pipelines import audio as audio_lib
+from data_pipelines import sampling, text
+from data_pipelines import sources as sources_lib
+from data_pipelines._tf import import_tf
+
+TASKS = ("pretrain", "ctc", "lid")
+_MAX_EXAMPLES = 5  # example paths kept per skip reason
+
+
+def _plain(x):
+    """ConfigDict / FrozenConfigDict / tuples -> plain dicts and lists (for hashing and sources)."""
+    if hasattr(x, "to_dict"):
+        x = x.to_dict()
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+class SkipStats:
+    """Thread-safe counts of dropped/skipped utterances by reason, with a few example ids."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        self.decode_skips = 0
+
+    def add(self, reason: str, example: str, n: int = 1, at_decode: bool = False) -> None:
+        """Counts `n` skips for `reason`; logs a summary at 1, 2, 4, 8, ... decode-time skips."""
+        with self._lock:
+            self.counts[reason] = self.counts.get(reason, 0) + n
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < _MAX_EXAMPLES and example not in ex:
+                ex.append(example)
+            if at_decode:
+                self.decode_skips += n
+                log = self.decode_skips & (self.decode_skips - 1) == 0
+            else:
+                log = False
+        if log:
+            logging.warning("input pipeline skipped bad audio: %s", self.summary())
+
+    def summary(self) -> str:
+        """One line: counts per reason and example ids."""
+        with self._lock:
+            parts = [
+                f"{r}={n} (e.g. {', '.join(self.examples.get(r, [])[:3])})"
+                for r, n in sorted(self.counts.items())
+            ]
+        return "; ".join(parts) if parts else "nothing skipped"
+
+    def as_dict(self) -> dict:
+        """{"counts": {reason: n}, "examples": {reason: [ids]}}."""
+        with self._lock:
+            return {"counts": dict(self.counts), "examples": copy.deepcopy(self.examples)}
+
+
+_METADATA_CACHE: dict[str, tuple] = {}
+
+
+def _load_sources(cfg, split: str) -> list[sources_lib.Source]:
+    key = json.dumps([_plain(cfg.sources), split], sort_keys=True)
+    if key not in _METADATA_CACHE:
+        _METADATA_CACHE[key] = tuple(sources_lib.make_source(_plain(s), split) for s in cfg.sources)
+    return list(_METADATA_CACHE[key])
+
+
+def _train_split_languages(cfg) -> list[str]:
+    if cfg.languages:
+        return list(cfg.languages)
+    langs = set()
+    for src in _load_sources(cfg, "train"):
+        langs.update(src.languages)
+    return sorted(langs)
+
+
+def build_vocabulary(cfg) -> text.Vocabulary:
+    """The CTC vocabulary: from `cfg.vocabulary.path` (HF vocab.json), else built from the
+    transcripts of the train split of every source (the same for every split)."""
+    text_cfg = _plain(cfg.text)
+    if cfg.vocabulary.path:
+        with open(cfg.vocabulary.path, encoding="utf-8") as f:
+            return text.Vocabulary.from_json(f.read(), text_cfg)
+    keep = set(_train_split_languages(cfg))
+    pairs = []
+    for src in _load_sources(cfg, "train"):
+        if src.transcripts is not None:
+            pairs += [(t, lang) for t, lang in zip(src.transcripts, src.languages) if lang in keep]
+    if not pairs:
+        raise ValueError("task 'ctc' needs transcripts in the train split of some source")
+    return text.Vocabulary.build(pairs, text_cfg)
+
+
+class InputPipeline:
+    """Iterator of host-local batches (see `build_input`); position saved by get/set_state."""
+
+    def __init__(self, cfg, split, task, process_index=0, process_count=1, repeat=None):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if cfg.batch_size % process_count:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}"
+            )
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if cfg.sample_rate != audio_lib.TARGET_SAMPLE_RATE:
+            raise ValueError("only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)")
+        self.cfg, self.split, self.task = cfg, split, task
+        self.process_index, self.process_count = process_index, process_count
+        self.local_batch_size = cfg.batch_size // process_count
+        self.repeat = (split == "train") if repeat is None else bool(repeat)
+        self.stats_tracker = SkipStats()
+
+        self.languages = _train_split_languages(cfg)
+        self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
+        self.vocabulary = build_vocabulary(cfg) if task == "ctc" else None
+        self.sources = _load_sources(cfg, split)
+        self._fingerprint = hashlib.sha1(
+            json.dumps(
+                [_plain(cfg.sources), split, task, self.languages, self.repeat,
+                 {k: _plain(cfg[k]) for k in (
+                     "seed", "batch_size", "sampling_alpha", "corpus_alpha", "min_sample_size",
+                     "max_sample_size", "crop_to_batch_min", "bucket_boundaries", "num_buckets",
+                     "pad_multiple", "max_samples_per_batch", "samples_per_label")}],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()[:16]
+        self._plan = self._make_plan()
+        self._log_plan()
+        if self.repeat:
+            probs = np.array([self.probabilities.get(lang, 0.0) for lang in self.languages])
+            self._planner = sampling.TrainPlanner(
+                self._plan, probs, cfg.corpus_alpha, len(self.sources)
+            )
+        else:
+            self._planner = sampling.EvalPlanner(self._plan)
+        self._state = self._wrap_state(self._planner.state())
+        self._snapshots: dict[int, dict] = {}
+        self._snap_lock = threading.Lock()
+        self._iterator = None
+
+    # -- planning --------------------------------------------------------------------------------
+    def _make_plan(self) -> sampling.Plan:
+        cfg = self.cfg
+        max_len = cfg.max_sample_size
+        if cfg.max_samples_per_batch:
+            max_len = min(max_len, cfg.max_samples_per_batch // cfg.batch_size)
+        shapes = sampling.bucket_boundaries(
+            cfg.min_sample_size, max_len, cfg.num_buckets, cfg.pad_multiple,
+            list(cfg.bucket_boundaries),
+        )
+        self.crop_to_min = bool(cfg.crop_to_batch_min) and self.task != "ctc"
+        max_len = shapes[-1]
+        label_lens = [
+            sampling.label_length(s, cfg.samples_per_label) if self.task == "ctc" else 0
+            for s in shapes
+        ]
+        bounds = np.asarray(shapes)
+        refs, lengths, langs, buckets = [], [], [], []
+        self.hours: dict[str, float] = {}
+        self.hours_by_source: dict[str, dict[str, float]] = {}
+        stats = self.stats_tracker
+        per_lang = _plain(cfg.text).get("per_language")
+        for s, src in enumerate(self.sources):
+            n = np.asarray(src.num_samples)
+            for i in range(len(src)):
+                lang, length, sid = src.languages[i], int(n[i]), src.ids[i]
+                if lang not in self._lang_id:
+                    stats.add("other_language", sid)
+                    continue
+                if length < 0:
+                    stats.add("unreadable", sid)
+                    continue
+                if length == 0:
+                    stats.add("empty", sid)
+                    continue
+                if length < cfg.min_sample_size:
+                    stats.add("too_short", sid)
+                    continue
+                eff = min(length, max_len)
+                if self.task == "ctc":
+                    if length > max_len:
+                        stats.add("too_long", sid)
+                        continue
+                    if src.transcripts is None or not text.normalize_text(
+                        src.transcripts[i], lang, per_lang
+                    ):
+                        stats.add("no_transcript", sid)
+                        continue
+                if self.crop_to_min:
+                    b = max(int(np.searchsorted(bounds, eff, side="right")) - 1, 0)
+                else:
+                    b = int(np.searchsorted(bounds, eff, side="left"))
+                if self.task == "ctc":
+                    ids = self.vocabulary.encode(src.transcripts[i], lang)
+                    if len(ids) > label_lens[b]:
+                        stats.add("label_too_long", sid)
+                        continue
+                refs.append((s, i))
+                lengths.append(length)
+                langs.append(self._lang_id[lang])
+                buckets.append(b)
+                hours = length / audio_lib.TARGET_SAMPLE_RATE / 3600
+                self.hours[lang] = self.hours.get(lang, 0.0) + hours
+                by_src = self.hours_by_source.setdefault(lang, {})
+                by_src[src.name] = by_src.get(src.name, 0.0) + hours
+        if not refs:
+            raise ValueError(
+                f"no usable utterances in split {self.split!r} ({stats.summary()})"
+            )
+        self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)
+        self.bucket_shapes = list(shapes)
+        self.label_lengths = label_lens
+        return sampling.Plan(
+            np.asarray(refs, dtype=np.int64).reshape(-1, 2),
+            np.asarray(lengths, dtype=np.int64),
+            np.asarray(langs, dtype=np.int32),
+            np.asarray(buckets, dtype=np.int32),
+            shapes,
+            label_lens,
+            cfg.batch_size,
+            cfg.seed,
+        )
+
+    def _log_plan(self) -> None:
+        logging.info(
+            "input %s/%s: %d utterances, buckets %s%s, process %d/%d, local batch %d",
+            self.split, self.task, len(self._plan.lengths), self.bucket_shapes,
+            f" labels {self.label_lengths}" if self.task == "ctc" else "",
+            self.process_index, self.process_count, self.local_batch_size,
+        )
+        for lang in self.languages:
+            logging.info(
+                "  language %-6s %8.3f h  sampling p=%.4f (alpha=%.2f)%s", lang,
+                self.hours.get(lang, 0.0), self.probabilities.get(lang, 0.0),
+                self.cfg.sampling_alpha, "" if self.repeat else " (eval: natural order)",
+            )
+        if self.stats_tracker.counts:
+            logging.warning("input %s: dropped at start: %s", self.split,
+                            self.stats_tracker.summary())
+
+    # -- state -----------------------------------------------------------------------------------
+    def _wrap_state(self, planner_state: dict) -> dict:
+        return {"fingerprint": self._fingerprint, "planner": planner_state}
+
+    def get_state(self) -> dict:
+        """Position of the stream after the last batch returned (small, JSON-serialisable)."""
+        return copy.deepcopy(self._state)
+
+    def set_state(self, state: dict) -> None:
+        """Continues exactly after the batch at which `state` was taken (same data config)."""
+        if state.get("fingerprint") != self._fingerprint:
+            raise ValueError(
+                "input state was saved with a different data config, split or task "
+                f"({state.get('fingerprint')} != {self._fingerprint}); cannot resume the stream"
+            )
+        self._planner.restore(state["planner"])
+        self._state = copy.deepcopy(state)
+        self._iterator = None  # drops prefetched batches of the old position
+        with self._snap_lock:
+            self._snapshots.clear()
+
+    # -- decoding --------------------------------------------------------------------------------
+    def _local_items(self):
+        """Generator over this host's rows of each planned global batch (runs in tf.data)."""
+        lo = self.process_index * self.local_batch_size
+        hi = lo + self.local_batch_size
+        while True:
+            batch = self._planner.next_batch()
+            if batch is None:
+                return
+            number = self._planner.batches  # 1-based count of planned batches
+            with self._snap_lock:
+                self._snapshots[number] = self._wrap_state(self._planner.state())
+            b = batch["bucket"]
+            for row, draw, valid in zip(
+                batch["rows"][lo:hi], batch["draws"][lo:hi], batch["valid"][lo:hi]
+            ):
+                s, i = self._plan.refs[row]
+                yield (number, int(s), int(i), int(draw), bool(valid),
+                       self.bucket_shapes[b], self.label_lengths[b])
+
+    def _decode(self, s, i, draw, shape, label_len):
+        """One utterance -> (audio [S], padding [S], labels [L], label_padding [L], lang, ok)."""
+        s, i, draw, shape, label_len = int(s), int(i), int(draw), int(shape), int(label_len)
+        src = self.sources[s]
+        sid = src.ids[i]
+        fail = (np.zeros(shape, np.float32), np.ones(shape, bool),
+                np.zeros(label_len, np.int32), np.ones(label_len, bool), np.int32(0), False)
+        try:
+            wav = src.load(i)  # [samples] float32 16 kHz
+        except audio_lib.AudioDecodeError as e:
+            self.stats_tracker.add("empty" if "no samples" in str(e) else "unreadable", sid,
+                                   at_decode=True)
+            return fail
+        except Exception as e:  # noqa: BLE001 -- a vanished/unreadable file must not stop a run
+            self.stats_tracker.add("unreadable", f"{sid} ({type(e).__name__})", at_decode=True)
+            return fail
+        if len(wav) < self.cfg.min_sample_size:
+            self.stats_tracker.add("too_short", sid, at_decode=True)
+            return fail
+        if self.cfg.normalize:
+            wav = audio_lib.normalize(wav)
+        if len(wav) > shape:
+            if self.task == "ctc" or draw < 0:
+                start = 0  # eval and ctc: deterministic, keep the beginning
+            else:
+                rng = np.random.default_rng([self.cfg.seed, 2, draw])
+                start = int(rng.integers(0, len(wav) - shape + 1))
+            wav = wav[start : start + shape]
+        n = len(wav)
+        audio = np.zeros(shape, np.float32)
+        audio[:n] = wav
+        padding = np.arange(shape) >= n
+        labels = np.zeros(label_len, np.int32)
+        label_padding = np.ones(label_len, bool)
+        if self.task == "ctc":
+            ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[:label_len]
+            labels[: len(ids)] = ids
+            label_padding[: len(ids)] = False
+        return audio, padding, labels, label_padding, np.int32(self._lang_id[src.languages[i]]), True
+
+    @staticmethod
+    def _fill_failed(audio, padding, labels, label_padding, lang, ok, valid):
+        """Replaces rows that failed to decode with copies of good rows, marked invalid, so the
+        batch keeps its static shape on every host without a fully padded row."""
+        ok = np.asarray(ok)
+        if ok.all():
+            return audio, padding, labels, label_padding, lang, valid
+        good = np.flatnonzero(ok)
+        valid = valid.copy()
+        if good.size:
+            bad = np.flatnonzero(~ok)
+            src = good[np.arange(bad.size) % good.size]
+            for arr in (audio, padding, labels, label_padding, lang):
+                arr[bad] = arr[src]
+        valid[~ok] = False
+        return audio, padding, labels, label_padding, lang, valid
+
+    def _dataset(self):
+        tf = import_tf()
+        sig = (
+            tf.TensorSpec((), tf.int64),  # planned batch number
+            tf.TensorSpec((), tf.int32),  # source index
+            tf.TensorSpec((), tf.int64),  # entry index
+            tf.TensorSpec((), tf.int64),  # draw id (crop seed; -1 in eval)
+            tf.TensorSpec((), tf.bool),  # valid row
+            tf.TensorSpec((), tf.int32),  # padded length S
+            tf.TensorSpec((), tf.int32),  # padded label length L
+        )
+        ds = tf.data.Dataset.from_generator(self._local_items, output_signature=sig)
+
+        def decode(number, s, i, draw, valid, shape, label_len):
+            out = tf.numpy_function(
+                self._decode, [s, i, draw, shape, label_len],
+                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool], stateful=False,
+            )
+            return (number, valid, *out)
+
+        calls = self.cfg.num_parallel_calls
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE if calls < 0 else calls,
+                    deterministic=True)
+        # Every row of a planned batch has the same S and L, so batching consecutive rows stacks.
+        ds = ds.batch(self.local_batch_size, drop_remainder=True)
+
+        def finish(number, valid, audio, padding, labels, label_padding, lang, ok):
+            outs = tf.numpy_function(
+                self._fill_failed, [audio, padding, labels, label_padding, lang, ok, valid],
+                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool], stateful=False,
+            )
+            return (number[0], *outs)
+
+        ds = ds.map(finish, num_parallel_calls=1)
+        ds = ds.prefetch(self.cfg.prefetch)
+        opts = tf.data.Options()
+        opts.threading.private_threadpool_size = max(1, self.cfg.num_threads)
+        opts.threading.max_intra_op_parallelism = 1
+        opts.deterministic = True
+        opts.autotune.cpu_budget = max(1, self.cfg.num_threads)
+        return ds.with_options(opts)
+
+    # -- iteration -------------------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        """Next host-local batch (numpy). Raises StopIteration at the end of an eval pass."""
+        if self._iterator is None:
+            self._iterator = iter(self._dataset().as_numpy_iterator())
+        number, audio, padding, labels, label_padding, lang, valid = next(self._iterator)
+        with self._snap_lock:
+            self._state = self._snapshots.pop(int(number))
+            for k in [k for k in self._snapshots if k < number]:
+                del self._snapshots[k]
+        batch = {
+            "audio": audio,  # float32 [B_local, S]
+            "padding_mask": padding,  # bool [B_local, S], True = padding
+            "language": lang,  # int32 [B_local]
+            "valid": valid,  # bool [B_local], False = filler/substitute row
+        }
+        if self.task == "ctc":
+            batch["labels"] = labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
+            batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
+        return batch
+
+    # -- info ------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        """Skipped utterances: {"counts": {reason: n}, "examples": {reason: [ids]}}."""
+        return self.stats_tracker.as_dict()
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (S, L) a batch can have (L = 0 without labels): the static shapes to compile."""
+        return list(zip(self.bucket_shapes, self.label_lengths))
+
+    @property
+    def num_batches(self) -> int | None:
+        """Batches in one eval pass (None for the endless training stream)."""
+        return None if self.repeat else len(self._planner)
+
+    def close(self) -> None:
+        """Drops the tf.data iterator (and its prefetch threads)."""
+        self._iterator = None
+
+
+def build_input(
+    cfg,
+    split: str = "train",
+    task: str = "pretrain",
+    process_index: int = 0,
+    process_count: int = 1,
+    repeat: bool | None = None,
+) -> InputPipeline:
+    """Builds the input stream for one host.
+
+    Args:
+      cfg: the `data` config (`default_config()` / `demo_corpus_config()`).
+      split: split name ("train", "dev", "test"; mapped per source by its `splits`).
+      task: "pretrain" (audio), "ctc" (+ labels), "lid" (language is the label).
+      process_index, process_count: this host and the number of hosts (jax.process_index(),
+        jax.process_count()); each host gets rows [i*B/n, (i+1)*B/n) of every global batch.
+      repeat: endless sampled stream (default for "train") or one ordered pass (default otherwise).
+    Returns:
+      an `InputPipeline`: iterate it for dict batches; get_state()/set_state() to resume.
+    """
+    return InputPipeline(cfg, split, task, process_index, process_count, repeat)
