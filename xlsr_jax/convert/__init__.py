@@ -1,0 +1,162 @@
+"""Checkpoint conversion between our Orbax checkpoints and PyTorch (transformers, fairseq).
+
+Python API (the CLI `python -m xlsr_jax.convert` / `xlsr-convert` wraps these):
+
+  hf_to_orbax(hf_folder, out_dir)          transformers Wav2Vec2 folder -> exported checkpoint
+  fairseq_to_orbax(pt_file, out_dir)       fairseq wav2vec 2.0 .pt (pretrained or CTC) -> same
+  orbax_to_hf(ckpt_dir, out_folder)        exported checkpoint -> transformers folder
+
+  hf_to_params(hf_config, hf_state)        in-memory: (config, architecture, params, extras)
+  params_to_hf(config, architecture, params, extras) -> (hf_config, hf_state)
+
+An exported checkpoint is the directory layout of `xlsr_jax.pretrained` (Orbax params +
+model.json); load it with `xlsr_jax.pretrained.load_pretrained`. All renames are tables in
+`xlsr_jax.convert.tables`; config mapping in `xlsr_jax.convert.configs`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from xlsr_jax.convert import configs, fairseq, hf_io, tables
+from xlsr_jax.convert import params as params_lib
+from xlsr_jax.convert.configs import ConfigError
+from xlsr_jax.convert.params import CheckpointMismatchError
+from xlsr_jax.convert.torch_pickle import UnsafeCheckpointError
+from xlsr_jax.models.config import Wav2Vec2Config
+
+__all__ = [
+    "CheckpointMismatchError",
+    "ConfigError",
+    "UnsafeCheckpointError",
+    "configs",
+    "fairseq_to_orbax",
+    "hf_to_orbax",
+    "hf_to_params",
+    "orbax_to_hf",
+    "params_to_hf",
+    "tables",
+]
+
+# HF leaves out masked_spec_embed when masking is off; our model always has the parameter.
+_MASK_EMBED = r"(wav2vec2\.)?masked_spec_embed"
+
+
+def hf_to_params(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.ndarray],
+                 **overrides: Any) -> tuple[Wav2Vec2Config, str, dict, dict]:
+    """A HF config dict + state dict -> (our config, architecture, params, hf extras).
+
+    Args:
+      hf_config: parsed config.json.
+      hf_state: HF key -> float array.
+      **overrides: our-config fields to set (e.g. scan_layers=True).
+    """
+    config, arch, extras = configs.hf_to_config(hf_config, **overrides)
+    params = params_lib.hf_state_to_params(hf_state, config, arch, allow_missing=(_MASK_EMBED,))
+    base = params.get("wav2vec2", params)
+    if "masked_spec_embed" not in base:
+        # Masking is off in this config (HF then has no such weight): the value is never used.
+        base["masked_spec_embed"] = np.zeros((config.hidden_size,), np.float32)
+    return config, arch, params, extras
+
+
+def params_to_hf(config: Wav2Vec2Config, architecture: str, params: Any,
+                 extras: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Our config + params -> (HF config dict, HF state dict of float32 numpy arrays)."""
+    params = _to_numpy(params)
+    hf_config = configs.config_to_hf(config, architecture, extras)
+    return hf_config, params_lib.params_to_hf_state(params, config, architecture)
+
+
+def _to_numpy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree, dtype=np.float32)
+
+
+def hf_to_orbax(hf_folder: str | os.PathLike, out_dir: str | os.PathLike, *,
+                overrides: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+    """Converts a transformers Wav2Vec2 folder (config.json + safetensors/bin) to our checkpoint.
+
+    A CTC folder's vocab.json (if present) is carried along for the way back.
+    """
+    from xlsr_jax import pretrained
+
+    hf_config = hf_io.read_hf_config(hf_folder)
+    state = hf_io.read_hf_state(hf_folder)
+    config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
+    vocab = _read_json_if_exists(os.path.join(os.fspath(hf_folder), "vocab.json"))
+    pre = _read_json_if_exists(os.path.join(os.fspath(hf_folder), hf_io.PREPROCESSOR))
+    audio = pretrained.default_audio_settings(config)
+    if pre:
+        audio = {"sampling_rate": pre.get("sampling_rate", 16000),
+                 "do_normalize": pre.get("do_normalize", audio["do_normalize"])}
+    if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
+        vocab = None  # multi-lingual (MMS-style) nested vocab: not carried
+    return pretrained.save_pretrained(out_dir, params, config, arch, hf_extras=extras, vocab=vocab,
+                                      audio=audio, overwrite=overwrite)
+
+
+def fairseq_to_orbax(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     dict_path: str | os.PathLike | None = None,
+                     overrides: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+    """Converts a fairseq wav2vec 2.0 `.pt` (pretrained or CTC fine-tuned) to our checkpoint.
+
+    Args:
+      checkpoint: the `.pt` file (loaded without executing pickled code).
+      out_dir: exported checkpoint directory to create.
+      dict_path: CTC only: fairseq's dict.ltr.txt, so the vocabulary travels with the model.
+      overrides: our-config fields to set.
+    """
+    from xlsr_jax import pretrained
+
+    hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
+    config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
+    return pretrained.save_pretrained(out_dir, params, config, arch, hf_extras=extras, vocab=vocab,
+                                      overwrite=overwrite)
+
+
+def orbax_to_hf(ckpt_dir: str | os.PathLike, out_folder: str | os.PathLike, *,
+                vocab: Mapping[str, int] | None = None, overwrite: bool = False) -> str:
+    """Converts our exported checkpoint to a transformers folder that `from_pretrained` loads.
+
+    Writes config.json, model.safetensors and preprocessor_config.json; for CTC models also
+    vocab.json, tokenizer_config.json and special_tokens_map.json (from `vocab`, else the
+    checkpoint's stored vocabulary) so `Wav2Vec2Processor.from_pretrained` works.
+
+    Raises:
+      ValueError for a CTC model without any vocabulary, or one whose size differs from the
+      head's.
+    """
+    from xlsr_jax import pretrained
+
+    loaded = pretrained.load_pretrained(ckpt_dir)
+    hf_config, state = params_to_hf(loaded.config, loaded.architecture, loaded.params, loaded.hf_extras)
+    audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
+    files: dict[str, Any] = {
+        hf_io.PREPROCESSOR: hf_io.preprocessor_config(
+            audio.get("sampling_rate", 16000), audio.get("do_normalize", True),
+            return_attention_mask=loaded.config.feat_extract_norm == "layer"),
+    }
+    if loaded.architecture == "Wav2Vec2ForCTC":
+        vocab = dict(vocab or loaded.vocab or {})
+        if not vocab:
+            raise ValueError(f"{ckpt_dir}: CTC model without a vocabulary; pass vocab= (--vocab vocab.json)")
+        if len(vocab) != loaded.config.vocab_size:
+            raise ValueError(f"vocabulary has {len(vocab)} tokens but the CTC head has "
+                             f"{loaded.config.vocab_size} outputs")
+        files.update(hf_io.ctc_tokenizer_files(vocab, loaded.config.pad_token_id))
+    return hf_io.write_hf_folder(out_folder, hf_config, state, json_files=files, overwrite=overwrite)
+
+
+def _read_json_if_exists(path: str) -> Any:
+    import json
+
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

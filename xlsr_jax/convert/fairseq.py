@@ -1,0 +1,148 @@
+"""fairseq wav2vec 2.0 checkpoints (`.pt`): config, weights and CTC dictionary -> HF layout.
+
+A fairseq checkpoint is a pickled dict with `model` (the state dict) and `cfg` (hydra era: a
+dict, or an omegaconf DictConfig, with `model`, `criterion`, `task`, ...) or, in older files,
+`args` (one argparse Namespace). Pretraining checkpoints hold a `Wav2Vec2Model`; CTC fine-tuned
+ones a `Wav2VecCtc` whose encoder sits under `w2v_encoder.w2v_model.` and whose output layer is
+`w2v_encoder.proj`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from xlsr_jax.convert import configs, tables
+from xlsr_jax.convert.params import CheckpointMismatchError
+
+# Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
+# fine-tuned files still carry them. They are dropped when converting a CTC model.
+_PRETRAINING_ONLY = re.compile(r"(quantizer\.|project_q\.|final_proj\.|target_glu\.).*")
+
+# fairseq Dictionary: these four symbols precede the file's entries (fairseq/data/dictionary.py).
+FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def read_fairseq_dictionary(path: str | os.PathLike) -> dict[str, int]:
+    """A fairseq `dict.ltr.txt` as a HF CTC vocab {token: id}.
+
+    fairseq indexes <s>=0, <pad>=1, </s>=2, <unk>=3 and then the file's tokens in order; its CTC
+    blank is index 0 (bos). HF's Wav2Vec2CTCTokenizer treats its pad token as the blank, so ids
+    0 and 1 swap names (<pad>=0, <s>=1) as in HF's own converter; logits keep their order.
+    """
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            token = line.rsplit(" ", 1)[0] if " " in line else line
+            if token in vocab:
+                continue
+            vocab[token] = len(vocab)
+    return vocab
+
+
+def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config as a plain dict with `model` and `criterion` sections."""
+    from xlsr_jax.convert.torch_pickle import to_plain
+
+    cfg = to_plain(ckpt.get("cfg"))
+    if isinstance(cfg, Mapping) and cfg.get("model") is not None:
+        return dict(cfg)
+    args = to_plain(ckpt.get("args"))
+    if isinstance(args, Mapping):
+        # Old checkpoints: one flat namespace holds model and criterion fields alike.
+        return {"model": args, "criterion": args}
+    raise configs.ConfigError("fairseq checkpoint has neither `cfg` (with a `model` section) nor `args`; "
+                              f"top-level keys: {sorted(ckpt)}")
+
+
+def fairseq_state_to_hf(state: Mapping[str, np.ndarray], is_ctc: bool, hf_config: Mapping[str, Any]
+                        ) -> dict[str, np.ndarray]:
+    """Renames a fairseq state dict to HF keys (values unchanged).
+
+    Raises:
+      CheckpointMismatchError listing fairseq keys the table does not know.
+    """
+    out: dict[str, np.ndarray] = {}
+    unknown = []
+    for key, value in state.items():
+        if is_ctc:
+            if key.startswith(tables.FAIRSEQ_CTC_PREFIX):
+                inner = key[len(tables.FAIRSEQ_CTC_PREFIX):]
+                if _PRETRAINING_ONLY.fullmatch(inner):
+                    continue
+                new = tables.rename_by_table(inner, tables.FAIRSEQ_TO_HF)
+            else:
+                new = tables.rename_by_table(key, tables.FAIRSEQ_CTC_HEAD)
+        else:
+            new = tables.rename_by_table(key, tables.FAIRSEQ_TO_HF)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointMismatchError(f"fairseq keys with no known HF counterpart ({len(unknown)}): "
+                                      f"{', '.join(sorted(unknown)[:20])}")
+    # fairseq omits post_extract_proj when the conv width already equals the model width; HF
+    # always has the projection, so it becomes an exact identity.
+    proj = "wav2vec2.feature_projection.projection"
+    if proj + ".weight" not in out:
+        width = hf_config["conv_dim"][-1]
+        if width != hf_config["hidden_size"]:
+            raise CheckpointMismatchError(f"missing post_extract_proj although conv width {width} != "
+                                          f"hidden size {hf_config['hidden_size']}")
+        out[proj + ".weight"] = np.eye(width, dtype=np.float32)
+        out[proj + ".bias"] = np.zeros(width, np.float32)
+    return out
+
+
+def hf_state_to_fairseq(state: Mapping[str, np.ndarray], feat_extract_norm: str, ctc: bool
+                        ) -> dict[str, np.ndarray]:
+    """HF keys -> fairseq keys (the inverse table), e.g. to build fairseq-layout test files."""
+    out = {}
+    for key, value in state.items():
+        new = tables.hf_to_fairseq_key(key, feat_extract_norm, ctc)
+        if new is None:
+            raise CheckpointMismatchError(f"HF key {key} has no fairseq counterpart")
+        out[new] = value
+    return out
+
+
+def read_fairseq_checkpoint(path: str | os.PathLike, dict_path: str | os.PathLike | None = None
+                            ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, int] | None]:
+    """Loads a fairseq `.pt` safely and returns (HF config dict, HF-named float32 state, vocab).
+
+    Args:
+      path: the checkpoint.
+      dict_path: for CTC models, fairseq's `dict.ltr.txt` (the vocabulary is not stored in the
+        checkpoint); without it no tokenizer files can be written later.
+    """
+    from xlsr_jax.convert.hf_io import _to_numpy_float32
+    from xlsr_jax.convert.torch_pickle import load_torch_file
+
+    ckpt = load_torch_file(path)
+    if not isinstance(ckpt, Mapping) or "model" not in ckpt:
+        raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with 'model')")
+    cfg = checkpoint_config(ckpt)
+    state = {k: _to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
+    _, _, is_ctc = configs.fairseq_model_cfg(cfg)
+    vocab_size = None
+    if is_ctc:
+        if "w2v_encoder.proj.weight" not in state:
+            raise CheckpointMismatchError(f"{path}: CTC checkpoint without w2v_encoder.proj.weight")
+        vocab_size = state["w2v_encoder.proj.weight"].shape[0]
+    hf_config = configs.fairseq_to_hf_config(cfg, set(state), vocab_size)
+    hf_state = fairseq_state_to_hf(state, is_ctc, hf_config)
+    vocab = None
+    if dict_path is not None:
+        vocab = read_fairseq_dictionary(dict_path)
+        if is_ctc and len(vocab) != vocab_size:
+            raise CheckpointMismatchError(f"{dict_path} gives {len(vocab)} symbols (with the 4 specials) "
+                                          f"but the CTC layer has {vocab_size} outputs")
+    return hf_config, hf_state, vocab

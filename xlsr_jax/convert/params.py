@@ -1,0 +1,153 @@
+"""HF state dict (numpy) <-> our Flax parameter tree, driven by `tables.hf_param_table`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from xlsr_jax.convert import tables
+from xlsr_jax.models.config import Wav2Vec2Config
+
+
+class CheckpointMismatchError(ValueError):
+    """Keys or shapes of a checkpoint do not match what its config describes."""
+
+
+def _fmt(items, limit=20) -> str:
+    items = sorted(items)
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def normalize_hf_keys(state: Mapping[str, np.ndarray], architecture: str) -> dict[str, np.ndarray]:
+    """Renames legacy HF keys (weight_g/weight_v) and adds/strips the `wav2vec2.` prefix.
+
+    A bare `Wav2Vec2Model` checkpoint has no prefix; loading it as a model with a head (or the
+    reverse) is allowed for the encoder weights, as transformers' base_model_prefix logic does.
+    """
+    out = {}
+    for key, value in state.items():
+        key = tables.rename_by_table(key, tables.HF_LEGACY_RENAMES) or key
+        out[key] = value
+    has_prefix = any(k.startswith("wav2vec2.") for k in out)
+    if architecture == "Wav2Vec2Model" and has_prefix:
+        out = {k[len("wav2vec2."):]: v for k, v in out.items() if k.startswith("wav2vec2.")}
+    elif architecture != "Wav2Vec2Model" and not has_prefix:
+        heads = ("quantizer.", "project_hid.", "project_q.", "lm_head.", "projector.", "classifier.",
+                 "layer_weights")
+        out = {(k if k.startswith(heads) else "wav2vec2." + k): v for k, v in out.items()}
+    return out
+
+
+def hf_state_to_params(state: Mapping[str, np.ndarray], config: Wav2Vec2Config,
+                       architecture: str, *, allow_missing: tuple[str, ...] = (),
+                       ignore_unexpected: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Converts a HF Wav2Vec2 state dict to our nested parameter dict (float32 numpy).
+
+    Args:
+      state: HF key -> array (any float dtype; torch tensors must be converted to numpy first).
+      config: our config the checkpoint was made with.
+      architecture: HF class name (see `configs.ARCHITECTURES`).
+      allow_missing: regexes of HF keys that may be absent; such parameters are zero-filled.
+        (Used for `masked_spec_embed`, which HF drops when masking is off.)
+      ignore_unexpected: regexes of HF keys to drop silently (e.g. a pretraining head when
+        converting only the encoder).
+
+    Raises:
+      CheckpointMismatchError naming every missing, unexpected and mis-shaped key.
+    """
+    state = normalize_hf_keys(state, architecture)
+    rules = tables.hf_param_table(config, architecture)
+    expected = {r.hf for r in rules}
+    missing = [k for k in expected - set(state) if not any(re.fullmatch(p, k) for p in allow_missing)]
+    unexpected = [k for k in set(state) - expected
+                  if not any(re.fullmatch(p, k) for p in ignore_unexpected)]
+    bad_shape = [f"{r.hf}: checkpoint {tuple(np.shape(state[r.hf]))} vs config {r.hf_shape}"
+                 for r in rules if r.hf in state and tuple(np.shape(state[r.hf])) != r.hf_shape]
+    if missing or unexpected or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
+        if bad_shape:
+            parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
+        raise CheckpointMismatchError(
+            f"checkpoint does not match the {architecture} described by its config: " + "; ".join(parts))
+
+    params: dict[str, Any] = {}
+    stacked: dict[tuple[str, ...], list] = {}
+    for r in rules:
+        if r.hf in state:
+            value = r.transform.to_ours(np.asarray(state[r.hf], dtype=np.float32))
+        else:
+            value = np.zeros(r.ours_shape, np.float32)
+        if config.scan_layers and r.layer is not None:
+            stacked.setdefault(r.ours, [None] * config.num_hidden_layers)[r.layer] = value
+        else:
+            _set(params, r.ours, np.ascontiguousarray(value))
+    for path, values in stacked.items():
+        _set(params, path, np.stack(values, axis=0))
+    return params
+
+
+def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config,
+                       architecture: str) -> dict[str, np.ndarray]:
+    """Converts our parameter tree to a HF state dict (float32 numpy, contiguous).
+
+    Raises:
+      CheckpointMismatchError naming our parameters that are missing, unused or mis-shaped.
+      Our `masked_spec_embed` is dropped when the config has masking off, since HF's model has
+      no such parameter then.
+    """
+    rules = tables.hf_param_table(config, architecture)
+    flat = flatten(params)
+    used = {r.ours for r in rules}
+    optional = {("masked_spec_embed",), ("wav2vec2", "masked_spec_embed")}
+    missing = ["/".join(p) for p in used - set(flat)]
+    unused = ["/".join(p) for p in set(flat) - used - optional]
+    bad_shape = []
+    for r in rules:
+        if r.ours in flat:
+            want = ((config.num_hidden_layers,) + r.ours_shape) if (config.scan_layers and r.layer is not None) \
+                else r.ours_shape
+            got = tuple(np.shape(flat[r.ours]))
+            if got != want:
+                bad_shape.append(f"{'/'.join(r.ours)}: params {got} vs config {want}")
+    if missing or unused or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing parameters ({len(missing)}): {_fmt(missing)}")
+        if unused:
+            parts.append(f"parameters with no HF counterpart ({len(unused)}): {_fmt(unused)}")
+        if bad_shape:
+            parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
+        raise CheckpointMismatchError(
+            f"parameters do not match the {architecture} described by the config: " + "; ".join(parts))
+    state = {}
+    for r in rules:
+        value = np.asarray(flat[r.ours], dtype=np.float32)
+        if config.scan_layers and r.layer is not None:
+            value = value[r.layer]
+        state[r.hf] = np.ascontiguousarray(r.transform.to_hf(value))
+    return state
+
+
+def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested dict -> {path tuple: leaf}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
