@@ -27,6 +27,8 @@ setup(
         "jiwer>=3.0",
         "tqdm>=4.60",
         "chex>=0.1.90",
+        # tensorflow-datasets needs it to build datasets (etils epath) but does not declare it.
+        "importlib_resources>=6",
     ],
     extras_require={
         # Reading PyTorch checkpoints and the parity tests against transformers.
