@@ -43,11 +43,11 @@ from data_pipelines.pipeline import TASKS, InputPipeline, build_input, build_voc
 from data_pipelines.text import Vocabulary, normalize_text
 
 __all__ = [
-    "AudioDecodeError",
     "DEMO_CORPUS_DIR",
     "DEMO_LANGUAGES",
-    "InputPipeline",
     "TASKS",
+    "AudioDecodeError",
+    "InputPipeline",
     "Vocabulary",
     "build_input",
     "build_vocabulary",

@@ -6,7 +6,9 @@ import os
 
 import ml_collections
 
-DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
+DEMO_CORPUS_DIR = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "demo_corpus"
+)
 DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")
 
 
@@ -20,7 +22,13 @@ def default_config() -> ml_collections.ConfigDict:
     # all), language (code for corpora that do not say), name/audio_key/text_key/language_key
     # (tfds only). See data_pipelines/sources.py.
     c.sources = [
-        dict(type="common_voice", path=DEMO_CORPUS_DIR, splits={}, languages=[], language="")
+        {
+            "type": "common_voice",
+            "path": DEMO_CORPUS_DIR,
+            "splits": {},
+            "languages": [],
+            "language": "",
+        }
     ]
     # Language codes in id order (the "language" field of a batch); empty = every language in the
     # sources' train split, sorted. Utterances of other languages are dropped (counted).
@@ -73,7 +81,9 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def demo_corpus_config(task: str = "pretrain", batch_size: int = 8) -> ml_collections.ConfigDict:
+def demo_corpus_config(
+    task: str = "pretrain", batch_size: int = 8
+) -> ml_collections.ConfigDict:
     """`default_config()` sized for the shipped corpus (utterances of ~1-4 s): a tiny model
     learns something from it in minutes on CPU.
 

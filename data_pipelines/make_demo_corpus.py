@@ -35,14 +35,36 @@ import soxr
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_pipelines.demo_sentences import ESPEAK_VOICES, SENTENCES  # noqa: E402
+from data_pipelines.demo_sentences import ESPEAK_VOICES, SENTENCES
 
 SAMPLE_RATE = 16000
 # espeak-ng voice variants that still sound like speech (robots, whisper and croak left out).
-VARIANTS = (
-    "m1 m2 m3 m4 m5 m6 m7 f1 f2 f3 f4 f5 klatt klatt2 klatt3 adam david john paul max "
-    "grandma grandpa steph linda"
-).split()
+VARIANTS = [
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "adam",
+    "david",
+    "john",
+    "paul",
+    "max",
+    "grandma",
+    "grandpa",
+    "steph",
+    "linda",
+]
 SPLITS = (("train", 0, 30), ("dev", 30, 35), ("test", 35, 40))
 REPEATS = 2  # utterances per sentence, each with another voice
 TSV_COLUMNS = [
@@ -63,7 +85,17 @@ TSV_COLUMNS = [
 def synthesize(text: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
     """Speaks `text` with espeak-ng; returns (float32 [samples] mono waveform, sample rate)."""
     proc = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-s",
+            str(speed),
+            "-p",
+            str(pitch),
+            "--stdout",
+            text,
+        ],
         check=True,
         capture_output=True,
     )
@@ -80,7 +112,9 @@ def trim_silence(audio: np.ndarray, sr: int, margin_s: float = 0.12) -> np.ndarr
     return audio[max(loud[0] - margin, 0) : loud[-1] + margin]
 
 
-def make_corpus(out: str, seed: int = 0, languages: list[str] | None = None) -> dict[str, float]:
+def make_corpus(
+    out: str, seed: int = 0, languages: list[str] | None = None
+) -> dict[str, float]:
     """Writes the corpus under `out` (replacing it); returns seconds of audio per locale."""
     rng = np.random.default_rng(seed)
     if os.path.isdir(out):
@@ -105,7 +139,9 @@ def make_corpus(out: str, seed: int = 0, languages: list[str] | None = None) -> 
                     audio = trim_silence(audio, sr)
                     audio = soxr.resample(audio, sr, SAMPLE_RATE, quality="HQ")
                     # Varied recording level; peak stays below 1 so MP3 never clips.
-                    audio = audio * (rng.uniform(0.3, 0.9) / max(np.abs(audio).max(), 1e-6))
+                    audio = audio * (
+                        rng.uniform(0.3, 0.9) / max(np.abs(audio).max(), 1e-6)
+                    )
                     name = f"common_voice_{locale}_{n:05d}.mp3"
                     n += 1
                     sf.write(
@@ -116,10 +152,12 @@ def make_corpus(out: str, seed: int = 0, languages: list[str] | None = None) -> 
                         bitrate_mode="AVERAGE",
                         compression_level=0.95,  # ~17 kbit/s: speech stays clear, corpus small
                     )
-                    ms = int(round(1000 * len(audio) / SAMPLE_RATE))
+                    ms = round(1000 * len(audio) / SAMPLE_RATE)
                     durations.append((name, ms))
                     seconds[locale] += len(audio) / SAMPLE_RATE
-                    client = hashlib.sha1(f"{voice}/{speed}/{pitch}".encode()).hexdigest()
+                    client = hashlib.sha1(
+                        f"{voice}/{speed}/{pitch}".encode()
+                    ).hexdigest()
                     rows.append(
                         {
                             "client_id": client,
@@ -137,7 +175,11 @@ def make_corpus(out: str, seed: int = 0, languages: list[str] | None = None) -> 
                     )
             with open(os.path.join(out, locale, f"{split}.tsv"), "w", newline="") as f:
                 writer = csv.DictWriter(
-                    f, TSV_COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n"
+                    f,
+                    TSV_COLUMNS,
+                    delimiter="\t",
+                    quoting=csv.QUOTE_NONE,
+                    lineterminator="\n",
                 )
                 writer.writeheader()
                 writer.writerows(rows)
@@ -152,10 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     """Command line entry point: regenerates the corpus and prints seconds per locale."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
+        "--out",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus"),
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--languages", nargs="*", default=None, help="locales (default: all)")
+    parser.add_argument(
+        "--languages", nargs="*", default=None, help="locales (default: all)"
+    )
     args = parser.parse_args(argv)
     seconds = make_corpus(args.out, args.seed, args.languages)
     for locale, s in seconds.items():

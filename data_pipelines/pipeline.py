@@ -16,6 +16,8 @@ from data_pipelines import sampling, text
 from data_pipelines import sources as sources_lib
 from data_pipelines._tf import import_tf
 
+logger = logging.getLogger(__name__)
+
 TASKS = ("pretrain", "ctc", "lid")
 _MAX_EXAMPLES = 5  # example paths kept per skip reason
 
@@ -40,7 +42,9 @@ class SkipStats:
         self.examples: dict[str, list[str]] = {}
         self.decode_skips = 0
 
-    def add(self, reason: str, example: str, n: int = 1, at_decode: bool = False) -> None:
+    def add(
+        self, reason: str, example: str, n: int = 1, at_decode: bool = False
+    ) -> None:
         """Counts `n` skips for `reason`; logs a summary at 1, 2, 4, 8, ... decode-time skips."""
         with self._lock:
             self.counts[reason] = self.counts.get(reason, 0) + n
@@ -53,7 +57,7 @@ class SkipStats:
             else:
                 log = False
         if log:
-            logging.warning("input pipeline skipped bad audio: %s", self.summary())
+            logger.warning("input pipeline skipped bad audio: %s", self.summary())
 
     def summary(self) -> str:
         """One line: counts per reason and example ids."""
@@ -67,42 +71,51 @@ class SkipStats:
     def as_dict(self) -> dict:
         """{"counts": {reason: n}, "examples": {reason: [ids]}}."""
         with self._lock:
-            return {"counts": dict(self.counts), "examples": copy.deepcopy(self.examples)}
-
-
-_METADATA_CACHE: dict[str, tuple] = {}
+            return {
+                "counts": dict(self.counts),
+                "examples": copy.deepcopy(self.examples),
+            }
 
 
 def _load_sources(cfg, split: str) -> list[sources_lib.Source]:
-    key = json.dumps([_plain(cfg.sources), split], sort_keys=True)
-    if key not in _METADATA_CACHE:
-        _METADATA_CACHE[key] = tuple(sources_lib.make_source(_plain(s), split) for s in cfg.sources)
-    return list(_METADATA_CACHE[key])
+    return [sources_lib.make_source(_plain(s), split) for s in cfg.sources]
 
 
-def _train_split_languages(cfg) -> list[str]:
+def _languages(cfg, train_sources) -> list[str]:
     if cfg.languages:
         return list(cfg.languages)
     langs = set()
-    for src in _load_sources(cfg, "train"):
+    for src in train_sources():
         langs.update(src.languages)
     return sorted(langs)
 
 
-def build_vocabulary(cfg) -> text.Vocabulary:
+def build_vocabulary(cfg, train_sources=None) -> text.Vocabulary:
     """The CTC vocabulary: from `cfg.vocabulary.path` (HF vocab.json), else built from the
-    transcripts of the train split of every source (the same for every split)."""
+    transcripts of the train split of every source (the same for every split).
+
+    Args:
+      cfg: the `data` config.
+      train_sources: optional callable returning the train split's `Source`s (avoids re-reading).
+    """
     text_cfg = _plain(cfg.text)
     if cfg.vocabulary.path:
         with open(cfg.vocabulary.path, encoding="utf-8") as f:
             return text.Vocabulary.from_json(f.read(), text_cfg)
-    keep = set(_train_split_languages(cfg))
+    train_sources = train_sources or (lambda: _load_sources(cfg, "train"))
+    keep = set(_languages(cfg, train_sources))
     pairs = []
-    for src in _load_sources(cfg, "train"):
+    for src in train_sources():
         if src.transcripts is not None:
-            pairs += [(t, lang) for t, lang in zip(src.transcripts, src.languages) if lang in keep]
+            pairs += [
+                (t, lang)
+                for t, lang in zip(src.transcripts, src.languages)
+                if lang in keep
+            ]
     if not pairs:
-        raise ValueError("task 'ctc' needs transcripts in the train split of some source")
+        raise ValueError(
+            "task 'ctc' needs transcripts in the train split of some source"
+        )
     return text.Vocabulary.build(pairs, text_cfg)
 
 
@@ -117,33 +130,68 @@ class InputPipeline:
                 f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}"
             )
         if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+            raise ValueError(
+                f"process_index {process_index} not in [0, {process_count})"
+            )
         if cfg.sample_rate != audio_lib.TARGET_SAMPLE_RATE:
-            raise ValueError("only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)")
+            raise ValueError(
+                "only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)"
+            )
         self.cfg, self.split, self.task = cfg, split, task
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = cfg.batch_size // process_count
         self.repeat = (split == "train") if repeat is None else bool(repeat)
         self.stats_tracker = SkipStats()
 
-        self.languages = _train_split_languages(cfg)
-        self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
-        self.vocabulary = build_vocabulary(cfg) if task == "ctc" else None
+        # Language ids and the vocabulary come from the train split, so every split agrees.
         self.sources = _load_sources(cfg, split)
+        cache = {"train": self.sources} if split == "train" else {}
+
+        def train_sources():
+            if "train" not in cache:
+                cache["train"] = _load_sources(cfg, "train")
+            return cache["train"]
+
+        self.languages = _languages(cfg, train_sources)
+        self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
+        self.vocabulary = (
+            build_vocabulary(cfg, train_sources) if task == "ctc" else None
+        )
         self._fingerprint = hashlib.sha1(
             json.dumps(
-                [_plain(cfg.sources), split, task, self.languages, self.repeat,
-                 {k: _plain(cfg[k]) for k in (
-                     "seed", "batch_size", "sampling_alpha", "corpus_alpha", "min_sample_size",
-                     "max_sample_size", "crop_to_batch_min", "bucket_boundaries", "num_buckets",
-                     "pad_multiple", "max_samples_per_batch", "samples_per_label")}],
+                [
+                    _plain(cfg.sources),
+                    split,
+                    task,
+                    self.languages,
+                    self.repeat,
+                    {
+                        k: _plain(cfg[k])
+                        for k in (
+                            "seed",
+                            "batch_size",
+                            "sampling_alpha",
+                            "corpus_alpha",
+                            "min_sample_size",
+                            "max_sample_size",
+                            "crop_to_batch_min",
+                            "bucket_boundaries",
+                            "num_buckets",
+                            "pad_multiple",
+                            "max_samples_per_batch",
+                            "samples_per_label",
+                        )
+                    },
+                ],
                 sort_keys=True,
             ).encode()
         ).hexdigest()[:16]
         self._plan = self._make_plan()
         self._log_plan()
         if self.repeat:
-            probs = np.array([self.probabilities.get(lang, 0.0) for lang in self.languages])
+            probs = np.array(
+                [self.probabilities.get(lang, 0.0) for lang in self.languages]
+            )
             self._planner = sampling.TrainPlanner(
                 self._plan, probs, cfg.corpus_alpha, len(self.sources)
             )
@@ -161,7 +209,10 @@ class InputPipeline:
         if cfg.max_samples_per_batch:
             max_len = min(max_len, cfg.max_samples_per_batch // cfg.batch_size)
         shapes = sampling.bucket_boundaries(
-            cfg.min_sample_size, max_len, cfg.num_buckets, cfg.pad_multiple,
+            cfg.min_sample_size,
+            max_len,
+            cfg.num_buckets,
+            cfg.pad_multiple,
             list(cfg.bucket_boundaries),
         )
         self.crop_to_min = bool(cfg.crop_to_batch_min) and self.task != "ctc"
@@ -223,7 +274,9 @@ class InputPipeline:
             raise ValueError(
                 f"no usable utterances in split {self.split!r} ({stats.summary()})"
             )
-        self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)
+        self.probabilities = sampling.language_probabilities(
+            self.hours, cfg.sampling_alpha
+        )
         self.bucket_shapes = list(shapes)
         self.label_lengths = label_lens
         return sampling.Plan(
@@ -238,21 +291,32 @@ class InputPipeline:
         )
 
     def _log_plan(self) -> None:
-        logging.info(
+        logger.info(
             "input %s/%s: %d utterances, buckets %s%s, process %d/%d, local batch %d",
-            self.split, self.task, len(self._plan.lengths), self.bucket_shapes,
+            self.split,
+            self.task,
+            len(self._plan.lengths),
+            self.bucket_shapes,
             f" labels {self.label_lengths}" if self.task == "ctc" else "",
-            self.process_index, self.process_count, self.local_batch_size,
+            self.process_index,
+            self.process_count,
+            self.local_batch_size,
         )
         for lang in self.languages:
-            logging.info(
-                "  language %-6s %8.3f h  sampling p=%.4f (alpha=%.2f)%s", lang,
-                self.hours.get(lang, 0.0), self.probabilities.get(lang, 0.0),
-                self.cfg.sampling_alpha, "" if self.repeat else " (eval: natural order)",
+            logger.info(
+                "  language %-6s %8.3f h  sampling p=%.4f (alpha=%.2f)%s",
+                lang,
+                self.hours.get(lang, 0.0),
+                self.probabilities.get(lang, 0.0),
+                self.cfg.sampling_alpha,
+                "" if self.repeat else " (eval: natural order)",
             )
         if self.stats_tracker.counts:
-            logging.warning("input %s: dropped at start: %s", self.split,
-                            self.stats_tracker.summary())
+            logger.warning(
+                "input %s: dropped at start: %s",
+                self.split,
+                self.stats_tracker.summary(),
+            )
 
     # -- state -----------------------------------------------------------------------------------
     def _wrap_state(self, planner_state: dict) -> dict:
@@ -292,28 +356,52 @@ class InputPipeline:
                 batch["rows"][lo:hi], batch["draws"][lo:hi], batch["valid"][lo:hi]
             ):
                 s, i = self._plan.refs[row]
-                yield (number, int(s), int(i), int(draw), bool(valid),
-                       self.bucket_shapes[b], self.label_lengths[b])
+                yield (
+                    number,
+                    int(s),
+                    int(i),
+                    int(draw),
+                    bool(valid),
+                    self.bucket_shapes[b],
+                    self.label_lengths[b],
+                )
 
-    def _decode(self, s, i, draw, shape, label_len):
-        """One utterance -> (audio [S], padding [S], labels [L], label_padding [L], lang, ok)."""
-        s, i, draw, shape, label_len = int(s), int(i), int(draw), int(shape), int(label_len)
+    def _decode(self, s, i, draw, valid, shape, label_len):
+        """One utterance -> (audio [S], padding [S], labels [L], label_padding [L], lang, ok).
+
+        Filler rows (valid=False, end of an eval pass) are decoded like the others, so every host
+        layout yields the same arrays, but their failures are not counted twice."""
+        s, i, draw, shape, label_len = (
+            int(s),
+            int(i),
+            int(draw),
+            int(shape),
+            int(label_len),
+        )
         src = self.sources[s]
         sid = src.ids[i]
-        fail = (np.zeros(shape, np.float32), np.ones(shape, bool),
-                np.zeros(label_len, np.int32), np.ones(label_len, bool), np.int32(0), False)
+        fail = (
+            np.zeros(shape, np.float32),
+            np.ones(shape, bool),
+            np.zeros(label_len, np.int32),
+            np.ones(label_len, bool),
+            np.int32(0),
+            False,
+        )
+
+        def skip(reason, example):
+            if valid:
+                self.stats_tracker.add(reason, example, at_decode=True)
+            return fail
+
         try:
             wav = src.load(i)  # [samples] float32 16 kHz
         except audio_lib.AudioDecodeError as e:
-            self.stats_tracker.add("empty" if "no samples" in str(e) else "unreadable", sid,
-                                   at_decode=True)
-            return fail
+            return skip("empty" if "no samples" in str(e) else "unreadable", sid)
         except Exception as e:  # noqa: BLE001 -- a vanished/unreadable file must not stop a run
-            self.stats_tracker.add("unreadable", f"{sid} ({type(e).__name__})", at_decode=True)
-            return fail
+            return skip("unreadable", f"{sid} ({type(e).__name__})")
         if len(wav) < self.cfg.min_sample_size:
-            self.stats_tracker.add("too_short", sid, at_decode=True)
-            return fail
+            return skip("too_short", sid)
         if self.cfg.normalize:
             wav = audio_lib.normalize(wav)
         if len(wav) > shape:
@@ -330,26 +418,42 @@ class InputPipeline:
         labels = np.zeros(label_len, np.int32)
         label_padding = np.ones(label_len, bool)
         if self.task == "ctc":
-            ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[:label_len]
+            ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[
+                :label_len
+            ]
             labels[: len(ids)] = ids
             label_padding[: len(ids)] = False
-        return audio, padding, labels, label_padding, np.int32(self._lang_id[src.languages[i]]), True
+        return (
+            audio,
+            padding,
+            labels,
+            label_padding,
+            np.int32(self._lang_id[src.languages[i]]),
+            True,
+        )
 
     @staticmethod
     def _fill_failed(audio, padding, labels, label_padding, lang, ok, valid):
         """Replaces rows that failed to decode with copies of good rows, marked invalid, so the
-        batch keeps its static shape on every host without a fully padded row."""
+        batch keeps its static shape on every host. With no good row on this host they become
+        unpadded silence with no labels (never all-padding rows, which can make per-utterance
+        normalisations divide by zero)."""
         ok = np.asarray(ok)
         if ok.all():
             return audio, padding, labels, label_padding, lang, valid
         good = np.flatnonzero(ok)
+        bad = np.flatnonzero(~ok)
         valid = valid.copy()
+        valid[bad] = False
         if good.size:
-            bad = np.flatnonzero(~ok)
             src = good[np.arange(bad.size) % good.size]
             for arr in (audio, padding, labels, label_padding, lang):
                 arr[bad] = arr[src]
-        valid[~ok] = False
+        else:
+            audio[bad] = 0.0
+            padding[bad] = False
+            labels[bad] = 0
+            label_padding[bad] = True
         return audio, padding, labels, label_padding, lang, valid
 
     def _dataset(self):
@@ -367,21 +471,28 @@ class InputPipeline:
 
         def decode(number, s, i, draw, valid, shape, label_len):
             out = tf.numpy_function(
-                self._decode, [s, i, draw, shape, label_len],
-                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool], stateful=False,
+                self._decode,
+                [s, i, draw, valid, shape, label_len],
+                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool],
+                stateful=False,
             )
             return (number, valid, *out)
 
         calls = self.cfg.num_parallel_calls
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE if calls < 0 else calls,
-                    deterministic=True)
+        ds = ds.map(
+            decode,
+            num_parallel_calls=tf.data.AUTOTUNE if calls < 0 else calls,
+            deterministic=True,
+        )
         # Every row of a planned batch has the same S and L, so batching consecutive rows stacks.
         ds = ds.batch(self.local_batch_size, drop_remainder=True)
 
         def finish(number, valid, audio, padding, labels, label_padding, lang, ok):
             outs = tf.numpy_function(
-                self._fill_failed, [audio, padding, labels, label_padding, lang, ok, valid],
-                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool], stateful=False,
+                self._fill_failed,
+                [audio, padding, labels, label_padding, lang, ok, valid],
+                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool],
+                stateful=False,
             )
             return (number[0], *outs)
 
@@ -402,7 +513,9 @@ class InputPipeline:
         """Next host-local batch (numpy). Raises StopIteration at the end of an eval pass."""
         if self._iterator is None:
             self._iterator = iter(self._dataset().as_numpy_iterator())
-        number, audio, padding, labels, label_padding, lang, valid = next(self._iterator)
+        number, audio, padding, labels, label_padding, lang, valid = next(
+            self._iterator
+        )
         with self._snap_lock:
             self._state = self._snapshots.pop(int(number))
             for k in [k for k in self._snapshots if k < number]:
@@ -414,7 +527,9 @@ class InputPipeline:
             "valid": valid,  # bool [B_local], False = filler/substitute row
         }
         if self.task == "ctc":
-            batch["labels"] = labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
+            batch["labels"] = (
+                labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
+            )
             batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
         return batch
 

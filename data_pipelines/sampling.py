@@ -33,7 +33,11 @@ def language_probabilities(hours: dict[str, float], alpha: float) -> dict[str, f
 
 
 def bucket_boundaries(
-    min_len: int, max_len: int, num_buckets: int, multiple: int, given: Sequence[int] = ()
+    min_len: int,
+    max_len: int,
+    num_buckets: int,
+    multiple: int,
+    given: Sequence[int] = (),
 ) -> list[int]:
     """Padded lengths (samples, ascending, multiples of `multiple`), the last one = max_len cap.
 
@@ -47,8 +51,12 @@ def bucket_boundaries(
     else:
         lo = max(min_len, multiple)
         n = max(num_buckets, 1)
-        raw = [lo * (top / lo) ** (i / max(n - 1, 1)) for i in range(n)] if top > lo else [top]
-        b = sorted({max(multiple, int(round(x / multiple)) * multiple) for x in raw})
+        raw = (
+            [lo * (top / lo) ** (i / max(n - 1, 1)) for i in range(n)]
+            if top > lo
+            else [top]
+        )
+        b = sorted({max(multiple, round(x / multiple) * multiple) for x in raw})
     b = [x for x in b if x <= top]
     if not b or b[-1] < top:
         b.append(top)
@@ -65,11 +73,18 @@ class Plan:
         langs: np.ndarray,  # int32 [n]: language id
         buckets: np.ndarray,  # int32 [n]: bucket index
         shapes: Sequence[int],  # padded length S per bucket
-        label_lens: Sequence[int],  # padded label length L per bucket (0 when no labels)
+        label_lens: Sequence[
+            int
+        ],  # padded label length L per bucket (0 when no labels)
         batch_size: int,
         seed: int,
     ):
-        self.refs, self.lengths, self.langs, self.buckets = refs, lengths, langs, buckets
+        self.refs, self.lengths, self.langs, self.buckets = (
+            refs,
+            lengths,
+            langs,
+            buckets,
+        )
         self.shapes, self.label_lens = list(shapes), list(label_lens)
         self.batch_size, self.seed = batch_size, seed
 
@@ -77,7 +92,9 @@ class Plan:
 class TrainPlanner:
     """Infinite, seeded stream of global training batches; `state()`/`restore()` for resume."""
 
-    def __init__(self, plan: Plan, lang_probs: np.ndarray, corpus_alpha: float, num_sources: int):
+    def __init__(
+        self, plan: Plan, lang_probs: np.ndarray, corpus_alpha: float, num_sources: int
+    ):
         self.plan = plan
         n_lang = len(lang_probs)
         # Groups: (language, source) pairs that have utterances.
@@ -101,7 +118,11 @@ class TrainPlanner:
         self.lang_groups = lang_groups
         self.group_cdf = []
         for gs in lang_groups:
-            w = np.array([group_hours[g] ** corpus_alpha for g in gs]) if gs else np.ones(0)
+            w = (
+                np.array([group_hours[g] ** corpus_alpha for g in gs])
+                if gs
+                else np.ones(0)
+            )
             self.group_cdf.append(np.cumsum(w / w.sum()) if gs else w)
         self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
         self.restore(None)
@@ -145,9 +166,14 @@ class TrainPlanner:
         k = self.draws
         self.draws += 1
         u = np.random.default_rng([self.plan.seed, 1, k]).random(2)
-        lang = min(int(np.searchsorted(self.lang_cdf, u[0], side="right")), len(self.lang_cdf) - 1)
+        lang = min(
+            int(np.searchsorted(self.lang_cdf, u[0], side="right")),
+            len(self.lang_cdf) - 1,
+        )
         cdf = self.group_cdf[lang]
-        g = self.lang_groups[lang][min(int(np.searchsorted(cdf, u[1], side="right")), len(cdf) - 1)]
+        g = self.lang_groups[lang][
+            min(int(np.searchsorted(cdf, u[1], side="right")), len(cdf) - 1)
+        ]
         epoch, pos = self.cursors[g]
         row = int(self.groups[g][self._perm(g, epoch)[pos]])
         pos += 1
@@ -185,8 +211,9 @@ class EvalPlanner:
                 chunk = [int(r) for r in rows[start : start + B]]
                 valid = [True] * len(chunk) + [False] * (B - len(chunk))
                 chunk += [chunk[i % len(chunk)] for i in range(B - len(chunk))]
-                self.batch_list.append({"bucket": b, "rows": chunk, "draws": [-1] * B,
-                                        "valid": valid})
+                self.batch_list.append(
+                    {"bucket": b, "rows": chunk, "draws": [-1] * B, "valid": valid}
+                )
         self.restore(None)
 
     def __len__(self) -> int:

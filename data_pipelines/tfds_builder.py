@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import tfrecord
 from data_pipelines._tf import import_tf
+
+logger = logging.getLogger(__name__)
 
 SR = audio_lib.TARGET_SAMPLE_RATE
 
@@ -43,7 +46,9 @@ def _builder_classes():
     class SpeechCorpusConfig(tfds.core.BuilderConfig):
         """Which local corpora (`data.sources`-style dicts) and splits go into the dataset."""
 
-        def __init__(self, *, sources: Sequence[Mapping] = (), splits=("train",), **kwargs):
+        def __init__(
+            self, *, sources: Sequence[Mapping] = (), splits=("train",), **kwargs
+        ):
             super().__init__(**kwargs)
             self.sources = [dict(s) for s in sources]
             self.splits = tuple(splits)
@@ -52,8 +57,8 @@ def _builder_classes():
         """Local speech corpora as 16 kHz int16 audio with language, transcript and id."""
 
         VERSION = tfds.core.Version("1.0.0")
-        RELEASE_NOTES = {"1.0.0": "First release."}
-        BUILDER_CONFIGS = [SpeechCorpusConfig(name="default")]
+        RELEASE_NOTES: ClassVar[dict] = {"1.0.0": "First release."}
+        BUILDER_CONFIGS: ClassVar[list] = [SpeechCorpusConfig(name="default")]
         name = "speech_corpus"
 
         def _info(self):
@@ -84,16 +89,23 @@ def _builder_classes():
                     try:
                         wav = src.load(i)
                     except audio_lib.AudioDecodeError as e:
-                        logging.warning("tfds_builder: skipping %s", e)
+                        logger.warning("tfds_builder: skipping %s", e)
                         continue
-                    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
-                    yield f"{n}:{i}", {
-                        "audio": pcm,
-                        "num_samples": len(pcm),
-                        "language": src.languages[i],
-                        "transcript": src.transcripts[i] if src.transcripts is not None else "",
-                        "id": src.ids[i],
-                    }
+                    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(
+                        np.int16
+                    )
+                    yield (
+                        f"{n}:{i}",
+                        {
+                            "audio": pcm,
+                            "num_samples": len(pcm),
+                            "language": src.languages[i],
+                            "transcript": src.transcripts[i]
+                            if src.transcripts is not None
+                            else "",
+                            "id": src.ids[i],
+                        },
+                    )
 
     return SpeechCorpusConfig, SpeechCorpus
 
@@ -164,11 +176,19 @@ def tfds_source(cfg: Mapping, split: str):
     text_key = cfg.get("text_key", "transcript")
     lang_key = cfg.get("language_key", "language")
     audio_feature = builder.info.features[audio_key]
-    sr = int(getattr(audio_feature, "sample_rate", None) or cfg.get("sample_rate") or SR)
+    sr = int(
+        getattr(audio_feature, "sample_rate", None) or cfg.get("sample_rate") or SR
+    )
     try:
         data = builder.as_data_source(split=split)
-    except (NotImplementedError, ValueError, TypeError) as e:  # TFRecord-format datasets
-        logging.info("tfds %s: no ArrayRecord (%s); indexing TFRecord shards", builder.name, e)
+    except (
+        NotImplementedError,
+        ValueError,
+        TypeError,
+    ) as e:  # TFRecord-format datasets
+        logger.info(
+            "tfds %s: no ArrayRecord (%s); indexing TFRecord shards", builder.name, e
+        )
         data = _TFRecordSplit(builder, split)
     feats = builder.info.features
 
@@ -182,12 +202,14 @@ def tfds_source(cfg: Mapping, split: str):
         a = np.asarray(a)  # [samples] or [samples, channels]
         if np.issubdtype(a.dtype, np.integer):
             a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
-        return audio_lib.resample(audio_lib.downmix(a.astype(np.float32, copy=False)), sr, SR)
+        return audio_lib.resample(
+            audio_lib.downmix(a.astype(np.float32, copy=False)), sr, SR
+        )
 
     def load(i):
         try:
             ex = data[i]
-        except Exception as e:  # noqa: BLE001 -- corrupt record: counted and skipped
+        except Exception as e:
             raise audio_lib.AudioDecodeError(f"tfds record {i}: {e}") from e
         wav = to_float(ex[audio_key])
         if wav.size == 0:
@@ -200,8 +222,11 @@ def tfds_source(cfg: Mapping, split: str):
     for i in range(len(data)):
         try:
             ex = data[i]
-            n = (int(ex["num_samples"]) if "num_samples" in feats
-                 else int(round(len(ex[audio_key]) * SR / sr)))
+            n = (
+                int(ex["num_samples"])
+                if "num_samples" in feats
+                else round(len(ex[audio_key]) * SR / sr)
+            )
         except Exception:  # noqa: BLE001 -- unreadable record: dropped at planning, counted
             ex, n = {}, -1
         langs.append(text_of(ex, lang_key) if ex else None)

@@ -31,6 +31,8 @@ import soundfile as sf
 from data_pipelines import audio as audio_lib
 from data_pipelines._tf import import_tf
 
+logger = logging.getLogger(__name__)
+
 SR = audio_lib.TARGET_SAMPLE_RATE
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length
 _FOOTER = 4  # uint32 masked CRC of the data
@@ -67,7 +69,9 @@ def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     return audio_lib.load_audio(data, SR)
 
 
-def make_example(audio: np.ndarray, language: str, transcript: str, key: str, encoding: str):
+def make_example(
+    audio: np.ndarray, language: str, transcript: str, key: str, encoding: str
+):
     """float32 [samples] at 16 kHz + metadata -> serialized tf.train.Example bytes."""
     tf = import_tf()
     feat = tf.train.Feature
@@ -117,8 +121,16 @@ def write_tfrecords(
         for s in range(num_shards)
     ]
     writers = [tf.io.TFRecordWriter(f) for f in files]
-    index = [{"offsets": [], "num_samples": [], "languages": [], "transcripts": [], "ids": []}
-             for _ in files]
+    index = [
+        {
+            "offsets": [],
+            "num_samples": [],
+            "languages": [],
+            "transcripts": [],
+            "ids": [],
+        }
+        for _ in files
+    ]
     pos = [0] * num_shards
     written, skipped = 0, {}
     for cfg in sources:
@@ -128,7 +140,7 @@ def write_tfrecords(
                 audio = src.load(i)
             except audio_lib.AudioDecodeError as e:
                 skipped["unreadable"] = skipped.get("unreadable", 0) + 1
-                logging.warning("write_tfrecords: skipping %s", e)
+                logger.warning("write_tfrecords: skipping %s", e)
                 continue
             text = src.transcripts[i] if src.transcripts is not None else ""
             rec = make_example(audio, src.languages[i], text, src.ids[i], encoding)
@@ -174,19 +186,31 @@ def parse_example(data: bytes) -> dict:
         enc = f["encoding"].bytes_list.value[0].decode() if "encoding" in f else "pcm16"
         return {
             "audio": decode_audio(f["audio"].bytes_list.value[0], enc),
-            "language": f["language"].bytes_list.value[0].decode() if "language" in f else "",
+            "language": f["language"].bytes_list.value[0].decode()
+            if "language" in f
+            else "",
             "transcript": f["transcript"].bytes_list.value[0].decode()
             if "transcript" in f
             else "",
             "id": f["id"].bytes_list.value[0].decode() if "id" in f else "",
         }
-    except (KeyError, IndexError, ValueError) as e:  # protobuf DecodeError is a ValueError
+    except (
+        KeyError,
+        IndexError,
+        ValueError,
+    ) as e:  # protobuf DecodeError is a ValueError
         raise audio_lib.AudioDecodeError(f"bad TFRecord example: {e}") from e
 
 
 def _scan(path: str) -> dict:
     """Builds a shard index by reading every record once (shards without `.index.json`)."""
-    ix = {"offsets": [], "num_samples": [], "languages": [], "transcripts": [], "ids": []}
+    ix = {
+        "offsets": [],
+        "num_samples": [],
+        "languages": [],
+        "transcripts": [],
+        "ids": [],
+    }
     with _open(path) as fh:
         pos = 0
         while True:
@@ -198,7 +222,12 @@ def _scan(path: str) -> dict:
             fh.read(_FOOTER)
             try:
                 ex = parse_example(data)
-                n, lang, text, key = len(ex["audio"]), ex["language"], ex["transcript"], ex["id"]
+                n, lang, text, key = (
+                    len(ex["audio"]),
+                    ex["language"],
+                    ex["transcript"],
+                    ex["id"],
+                )
             except audio_lib.AudioDecodeError:
                 n, lang, text, key = -1, "", "", f"{path}@{pos}"
             ix["offsets"].append(pos)
@@ -215,18 +244,26 @@ class ShardedReader:
 
     def __init__(self, files: Sequence[str]):
         self.files = list(files)
-        offsets, self.num_samples, self.languages, self.transcripts, self.ids = [], [], [], [], []
+        offsets, self.num_samples, self.languages, self.transcripts, self.ids = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
         shard = []
         for s, f in enumerate(self.files):
             tf_path = f + ".index.json"
-            exists = os.path.exists(tf_path) if "://" not in f else import_tf().io.gfile.exists(
-                tf_path
+            exists = (
+                os.path.exists(tf_path)
+                if "://" not in f
+                else import_tf().io.gfile.exists(tf_path)
             )
             if exists:
                 with _open(tf_path, "r") as fh:
                     ix = json.loads(fh.read())
             else:
-                logging.info("no index for %s; scanning it once", f)
+                logger.info("no index for %s; scanning it once", f)
                 ix = _scan(f)
             offsets += ix["offsets"]
             shard += [s] * len(ix["offsets"])

@@ -1,0 +1,90 @@
+"""Transcript normalisation per language and the CTC vocabulary."""
+
+import json
+
+import numpy as np
+import pytest
+
+from data_pipelines import text
+from data_pipelines.demo_sentences import SENTENCES
+
+
+@pytest.mark.parametrize(
+    "raw,lang,expected",
+    [
+        (
+            "İstanbul'da IŞIK yanıyor.",
+            "tr",
+            "istanbul'da ışık yanıyor",
+        ),  # Turkic dotted/dotless I
+        ("¿Dónde está la estación?", "es", "dónde está la estación"),
+        ("火车站在哪里？", "zh-CN", "火车站在哪里"),  # no word spaces
+        ("स्टेशन कहाँ है?", "hi", "स्टेशन कहाँ है"),  # combining vowel signs kept, danda-free
+        ("Жакшы жатыңыз,   эртең!", "ky", "жакшы жатыңыз эртең"),
+        ("ＡＢＣ  test", "en", "abc test"),  # NFKC folds full-width Latin
+    ],
+)
+def test_normalize_text(raw, lang, expected):
+    assert text.normalize_text(raw, lang) == expected
+
+
+def test_per_language_override():
+    assert (
+        text.normalize_text("Hello, World", "en", {"en": {"lowercase": False}})
+        == "Hello World"
+    )
+    assert text.normalize_text("a-b", "en", {"en": {"keep": "-"}}) == "a-b"
+
+
+def _demo_vocab():
+    pairs = [(s, lang) for lang, ss in SENTENCES.items() for s in ss]
+    return text.Vocabulary.build(pairs), pairs
+
+
+def test_vocabulary_layout_and_round_trip():
+    vocab, pairs = _demo_vocab()
+    assert vocab.tokens[:5] == ["<pad>", "<s>", "</s>", "<unk>", "|"]
+    assert vocab.blank_id == 0 and vocab.delimiter_id == 4
+    for sentence, lang in pairs:
+        ids = vocab.encode(sentence, lang)
+        assert ids.dtype == np.int32 and ids.min() >= 4  # no unknowns, no specials
+        assert vocab.decode(ids) == text.normalize_text(sentence, lang)
+    assert vocab.encode("ok ok", "es").tolist().count(vocab.delimiter_id) == 1
+
+
+def test_unknown_characters_map_to_unk():
+    vocab, _ = _demo_vocab()
+    assert vocab.encode("ʘ", "es").tolist() == [vocab.unk_id]
+
+
+def test_json_round_trip_is_hf_vocab_format():
+    vocab, _ = _demo_vocab()
+    d = json.loads(vocab.to_json())
+    assert (
+        d["<pad>"] == 0
+        and d["|"] == 4
+        and sorted(d.values()) == list(range(len(vocab)))
+    )
+    again = text.Vocabulary.from_json(vocab.to_json())
+    assert again.tokens == vocab.tokens
+    with pytest.raises(ValueError):
+        text.Vocabulary.from_json(json.dumps({"<pad>": 0, "a": 0}))
+
+
+def test_decode_ctc_collapses_repeats_and_blanks():
+    vocab = text.Vocabulary(["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b"])
+    # frames: a a _ a b | | b _  ->  "aab b"
+    frames = [5, 5, 0, 5, 6, 4, 4, 6, 0]
+    assert vocab.decode_ctc(frames) == "aab b"
+
+
+def test_hf_tokenizer_reads_our_vocab(tmp_path):
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers parity check"
+    )
+    vocab, _ = _demo_vocab()
+    path = tmp_path / "vocab.json"
+    path.write_text(vocab.to_json(), encoding="utf-8")
+    tok = transformers.Wav2Vec2CTCTokenizer(str(path), word_delimiter_token="|")
+    s = text.normalize_text("Mi hermano vive en Madrid.", "es")
+    assert tok(s)["input_ids"] == vocab.encode(s, "es").tolist()
