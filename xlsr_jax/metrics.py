@@ -1,0 +1,127 @@
+"""Training metrics out of the process: TensorBoard event files, the console and a progress bar.
+
+Only process 0 writes (every process computes the same replicated scalars). Values arrive
+already on the host: the trainer fetches device metrics only at log steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Mapping
+
+import jax
+import numpy as np
+
+log = logging.getLogger("xlsr_jax.train")
+
+# Peak dense throughput per device (FLOP/s) for the MFU estimate, keyed by a substring of
+# `jax.Device.device_kind`. bf16 for accelerators (vendor data sheets); the CPU figure is the
+# float32 matmul rate measured on the 2-core development machine for the whole host.
+PEAK_FLOPS_BY_DEVICE_KIND = (
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
+    ("TPU v3", 123e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def peak_flops_per_device(configured: float = 0.0) -> float:
+    """The peak FLOP/s of one device: `configured` if > 0, else looked up by device kind.
+
+    Returns 0.0 (MFU not reported) for an unknown device kind and no configured value.
+    """
+    if configured > 0:
+        return float(configured)
+    kind = jax.devices()[0].device_kind
+    for key, flops in PEAK_FLOPS_BY_DEVICE_KIND:
+        if key.lower() in kind.lower():
+            return flops
+    return 0.0
+
+
+def _format(value: float) -> str:
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4f}"
+    return f"{value:.3e}"
+
+
+class MetricWriter:
+    """Writes scalar metrics to TensorBoard and the console, and drives a progress bar."""
+
+    def __init__(self, logdir: str, *, total_steps: int, initial_step: int = 0,
+                 progress_bar: bool = True, jsonl_path: str | None = None):
+        """Opens the event file (process 0 only) and the progress bar.
+
+        Args:
+          logdir: directory for TensorBoard event files.
+          jsonl_path: also append one JSON line per write here (easy to read back in scripts).
+          total_steps: last step of the run (for the bar's ETA).
+          initial_step: step the run starts (resumes) from.
+          progress_bar: show a tqdm bar on stderr (off in tests / non-interactive jobs).
+        """
+        self._is_writer = jax.process_index() == 0
+        self._tb = None
+        self._bar = None
+        self._jsonl = None
+        if not self._is_writer:
+            return
+        os.makedirs(logdir, exist_ok=True)
+        from tensorboardX import SummaryWriter  # only the writing process needs it
+
+        self._tb = SummaryWriter(logdir)
+        if jsonl_path:
+            self._jsonl = open(jsonl_path, "a", encoding="utf-8")
+        if progress_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step",
+                             dynamic_ncols=True, file=sys.stderr, desc="train")
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Writes namespaced scalars (e.g. `train/loss`) at `step` to TensorBoard and the log."""
+        if not self._is_writer:
+            return
+        scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+        for key, value in scalars.items():
+            self._tb.add_scalar(key, value, step)
+        self._tb.flush()
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+            self._jsonl.flush()
+        text = " ".join(f"{k}={_format(v)}" for k, v in sorted(scalars.items()))
+        if self._bar is not None:
+            self._bar.write(f"[step {step}] {text}")
+            if "train/loss" in scalars:
+                self._bar.set_postfix(loss=f"{scalars['train/loss']:.3f}", refresh=False)
+        else:
+            log.info("[step %d] %s", step, text)
+
+    def advance(self, step: int) -> None:
+        """Moves the progress bar to `step` (cheap; call every step)."""
+        if self._bar is not None and step > self._bar.n:
+            self._bar.update(step - self._bar.n)
+
+    def warn(self, message: str) -> None:
+        """Logs a warning on process 0 without breaking the progress bar."""
+        if not self._is_writer:
+            return
+        if self._bar is not None:
+            self._bar.write(f"WARNING: {message}")
+        log.warning(message)
+
+    def close(self) -> None:
+        """Flushes and closes the event file and the bar."""
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
