@@ -20,7 +20,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Corpora to read, mixed. Each: type (manifest | common_voice | mls | tfrecord | tfds), path,
     # splits ({pipeline split: corpus split}), languages (common_voice: locales to keep; empty =
     # all), language (code for corpora that do not say), name/audio_key/text_key/language_key
-    # (tfds only). See data_pipelines/sources.py.
+    # (tfds only). See data_pipelines/sources.py. A mapping {name: source dict} works too (it can
+    # be frozen and overridden from the command line: --config.data.sources.cv.path=...).
     c.sources = [
         {
             "type": "common_voice",

@@ -77,8 +77,18 @@ class SkipStats:
             }
 
 
+def source_configs(cfg) -> list[dict]:
+    """`cfg.sources` as a list of plain dicts. It may be a list of dicts or a mapping
+    {name: dict}; the mapping form survives FrozenConfigDict and is overridable from the command
+    line (`--config.data.sources.cv.path=...`). Mapping entries are taken in sorted name order."""
+    srcs = _plain(cfg.sources)
+    if isinstance(srcs, Mapping):
+        srcs = [srcs[k] for k in sorted(srcs)]
+    return [dict(s) for s in srcs]
+
+
 def _load_sources(cfg, split: str) -> list[sources_lib.Source]:
-    return [sources_lib.make_source(_plain(s), split) for s in cfg.sources]
+    return [sources_lib.make_source(s, split) for s in source_configs(cfg)]
 
 
 def _languages(cfg, train_sources) -> list[str]:
@@ -160,7 +170,7 @@ class InputPipeline:
         self._fingerprint = hashlib.sha1(
             json.dumps(
                 [
-                    _plain(cfg.sources),
+                    source_configs(cfg),
                     split,
                     task,
                     self.languages,

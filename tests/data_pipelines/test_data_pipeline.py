@@ -331,3 +331,19 @@ def test_demo_corpus_config_all_tasks():
         assert batch["audio"].shape[0] == 4
         assert ("labels" in batch) == (task == "ctc")
     assert pipe.num_batches >= 80 // 4
+
+
+def test_sources_as_named_mapping_in_a_frozen_config():
+    import ml_collections
+
+    d = data_pipelines.demo_corpus_config("lid", batch_size=4).to_dict()
+    d["sources"] = {
+        "demo": {
+            "type": "common_voice",
+            "path": data_pipelines.DEMO_CORPUS_DIR,
+            "languages": ["sw"],
+        }
+    }
+    pipe = data_pipelines.build_input(ml_collections.FrozenConfigDict(d), "dev", "lid")
+    assert pipe.languages == ["sw"]
+    assert next(pipe)["audio"].shape[0] == 4
