@@ -124,13 +124,16 @@ class TrainPlanner:
                 else np.ones(0)
             )
             self.group_cdf.append(np.cumsum(w / w.sum()) if gs else w)
-        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
+        self._perm_cache: dict[
+            int, tuple[int, np.ndarray]
+        ] = {}  # group -> (epoch, permutation)
         self.restore(None)
 
     # -- state -----------------------------------------------------------------------------------
     def restore(self, state: dict | None) -> None:
         """Resets to the start (None) or to a `state()` snapshot."""
         nb = len(self.plan.shapes)
+        self._perm_cache = {}  # per instance: copies (one per stream) never share it
         if state is None:
             self.draws, self.batches = 0, 0
             self.cursors = [[0, 0] for _ in self.groups]

@@ -192,6 +192,9 @@ def test_exact_resume_train(corpus):
     assert_batches_equal(take(fresh, 5), expected)
     # the restored pipe keeps advancing its own state identically
     assert fresh.get_state() == pipe.get_state()
+    # rewinding a running pipe (its old stream still prefetching) replays the same batches
+    pipe.set_state(state)
+    assert_batches_equal(take(pipe, 5), expected)
 
 
 def test_same_seed_same_stream_other_seed_differs(corpus):
