@@ -210,7 +210,10 @@ class Encoder(nn.Module):
                 x, inputs = layer_cls(cfg, deterministic, name=f"layers_{i}")(x, padding_mask)
                 layer_inputs.append(inputs)
             layer_inputs = tuple(layer_inputs)
+        # transformers 5 (pinned) records each block's output as a hidden state, so for pre-LN the
+        # last one is the final block's output *before* the closing LayerNorm (transformers 4
+        # returned it after); fairseq's per-layer results agree with the former.
+        hidden_states = (layer_inputs + (x,)) if output_hidden_states else None
         if cfg.do_stable_layer_norm:
             x = LayerNorm(cfg.layer_norm_eps, dtype, name="layer_norm")(x)
-        hidden_states = (layer_inputs + (x,)) if output_hidden_states else None
         return x, hidden_states
