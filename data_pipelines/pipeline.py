@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import gc
 import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -135,6 +138,17 @@ def build_vocabulary(cfg, train_sources=None) -> text.Vocabulary:
     return text.Vocabulary.build(pairs, text_cfg)
 
 
+_LIVE_PIPELINES: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # tf.data generator iterators finalised after the interpreter has shut down print
+    # "Python interpreter state is not initialized" errors; close them while Python still runs.
+    for pipe in list(_LIVE_PIPELINES):
+        pipe.close()
+
+
 class InputPipeline:
     """Iterator of host-local batches (see `build_input`); position saved by get/set_state."""
 
@@ -220,6 +234,7 @@ class InputPipeline:
         self._iterator = None
         self._snapshots: dict[int, dict] = {}
         self._snap_lock = threading.Lock()
+        _LIVE_PIPELINES.add(self)
 
     # -- planning --------------------------------------------------------------------------------
     def _make_plan(self) -> sampling.Plan:
@@ -590,8 +605,10 @@ class InputPipeline:
         return None if self.repeat else len(self._planner)
 
     def close(self) -> None:
-        """Drops the tf.data iterator (and its prefetch threads)."""
+        """Drops the tf.data iterator (and its prefetch threads); iterating again restarts the
+        stream from the last returned batch."""
         self._iterator = None
+        gc.collect()  # the iterator's C++ resources go now, not at an arbitrary later time
 
 
 def build_input(
