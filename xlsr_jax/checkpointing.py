@@ -74,9 +74,11 @@ class CheckpointManager:
           async_save: write in a background thread while training continues.
         """
         self.directory = os.fspath(directory)
+        if save_every_steps < 1:
+            raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}")
+        self.save_every_steps = save_every_steps
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            save_interval_steps=save_every_steps,
             enable_async_checkpointing=async_save,
             create=True,
         )
@@ -100,8 +102,12 @@ class CheckpointManager:
         return sorted(self._manager.all_steps())
 
     def should_save(self, step: int) -> bool:
-        """Whether `save(step)` without `force` would write (same answer on every process)."""
-        return self._manager.should_save(step)
+        """Whether `save(step)` without `force` would write (same answer on every process).
+
+        Only multiples of `save_every_steps` (Orbax's own policy would also save the first
+        step of a run, which costs a full write for nothing).
+        """
+        return step > 0 and step % self.save_every_steps == 0 and step not in self._manager.all_steps()
 
     def reached_preemption(self, step: int) -> bool:
         """True on every process once any of them has been told to stop (multi-host TPU/GPU).
@@ -144,7 +150,7 @@ class CheckpointManager:
                 CONFIG: ocp.args.JsonSave(config),
                 DATA: ocp.args.JsonSave({"process_count": len(data_states), "states": data_states}),
             }),
-            force=force,
+            force=True,  # the decision was made above; Orbax's policy is not consulted
         )
         return bool(saved)
 
@@ -231,3 +237,21 @@ def read_config(path: str, step: int | None = None) -> dict[str, Any]:
     params_dir = _resolve_step_dir(path if step is None else os.path.join(path, str(step)))
     with open(os.path.join(os.path.dirname(params_dir), CONFIG, "metadata"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_params_numpy(path: str) -> Any:
+    """Reads a checkpoint's parameters onto the host as numpy arrays, no target needed.
+
+    For inspection, export and tests; training restores go through `restore_params` /
+    `CheckpointManager.restore`, which place arrays directly on the mesh.
+
+    Args:
+      path: a run's checkpoint root (newest step), a step directory, or its params directory.
+    Returns:
+      The parameter pytree (nested dicts) of numpy arrays.
+    """
+    params_dir = os.path.abspath(_resolve_step_dir(path))
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(params_dir).item_metadata.tree
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+        return checkpointer.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))

@@ -241,7 +241,8 @@ def logical_axes_used(abstract_boxed_tree) -> set[str]:
     return names
 
 
-def replicated_parameters(params, shardings, min_size: int = 2**16) -> list[tuple[str, tuple]]:
+def replicated_parameters(params, shardings, min_size: int = 2**16,
+                          logical_specs=None) -> list[tuple[str, tuple]]:
     """Lists parameters of at least `min_size` elements that are fully replicated.
 
     FSDP only saves memory if the large tensors are actually split; a missing or
@@ -251,14 +252,21 @@ def replicated_parameters(params, shardings, min_size: int = 2**16) -> list[tupl
       params: pytree of arrays or ShapeDtypeStruct.
       shardings: matching pytree of NamedSharding.
       min_size: element count from which a tensor counts as large.
+      logical_specs: optional matching PartitionSpecs of logical names; a stacked `LAYERS`
+        dim (nn.scan) is then left out of the size, so a per-layer bias stays small.
     Returns:
       (path, shape) of each large, fully replicated parameter.
     """
     found = []
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     flat_shardings = jax.tree.leaves(shardings)
-    for (path, leaf), sharding in zip(flat, flat_shardings):
+    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)  # noqa: E731
+    flat_specs = (jax.tree.leaves(logical_specs, is_leaf=is_spec) if logical_specs is not None
+                  else [None] * len(flat))
+    for (path, leaf), sharding, spec in zip(flat, flat_shardings, flat_specs):
         size = int(np.prod(leaf.shape))
+        if spec is not None and LAYERS in tuple(spec):
+            size //= leaf.shape[tuple(spec).index(LAYERS)]
         if size >= min_size and sharding.is_fully_replicated:
             found.append((jax.tree_util.keystr(path), tuple(leaf.shape)))
     return found
