@@ -111,6 +111,14 @@ class Task(Protocol):
         """Warnings about host-side logged metrics (e.g. codebook collapse)."""
 
 
+def _drop_invalid_rows(out, batch: Batch):
+    """Takes filler rows (batch["valid"] False: end of an eval pass, stand-ins for undecodable
+    files) out of the contrastive loss by unmasking all their frames."""
+    if "valid" not in batch:
+        return out
+    return out._replace(mask_time_indices=out.mask_time_indices & batch["valid"][:, None])  # [B, T]
+
+
 class PretrainTask:
     """wav2vec 2.0 / XLSR self-supervised pretraining: contrastive + diversity (+ feature penalty)."""
 
@@ -151,7 +159,7 @@ class PretrainTask:
         out = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],  # [B, S]
                                gumbel_temperature=temperature, deterministic=False,
                                rngs=self._rngs(rng))
-        loss, metrics = losses.pretraining_loss(out, self.model_config)
+        loss, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
         metrics["gumbel_temperature"] = temperature
         return loss, metrics
 
@@ -161,7 +169,7 @@ class PretrainTask:
 
         out = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],
                                deterministic=True, rngs=self._rngs(rng))
-        _, metrics = losses.pretraining_loss(out, self.model_config)
+        _, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
         return metrics
 
     def check_metrics(self, metrics):
@@ -448,6 +456,8 @@ def train_and_evaluate(
             for k, v in jax.device_get(out).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
+        if hasattr(eval_iter, "close"):
+            eval_iter.close()
         return {k: v / count for k, v in sums.items()} if count else {}
 
     # --- Loop.
