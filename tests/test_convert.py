@@ -237,3 +237,24 @@ def test_orbax_to_hf_writes_safetensors_without_torch(tmp_path):
 
     state = load_file(str(tmp_path / "hf" / "model.safetensors"))
     assert "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1" in state
+
+
+def test_training_checkpoint_loads_and_exports(tmp_path):
+    """A training run's checkpoint (xlsr_jax.checkpointing layout) is accepted by the loader."""
+    from xlsr_jax import checkpointing
+
+    cfg = tiny_config()
+    params = init_params(cfg, "Wav2Vec2ForCTC", seed=3)
+    manager = checkpointing.CheckpointManager(str(tmp_path / "checkpoints"), save_every_steps=1, keep=1,
+                                              async_save=False)
+    run_config = {"task": "ctc", "model": cfg.to_dict(), "data": {"normalize": False}}
+    manager.save(7, params, {"step": np.int32(7)}, config=run_config, data_state={}, force=True)
+    manager.close()
+    loaded = pretrained.load_pretrained(tmp_path / "checkpoints")
+    assert loaded.architecture == "Wav2Vec2ForCTC" and loaded.config == cfg
+    assert loaded.audio["do_normalize"] is False
+    jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
+    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
+    out = orbax_to_hf(tmp_path / "checkpoints" / "7", tmp_path / "hf", vocab=vocab)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "preprocessor_config.json",
+                                       "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]

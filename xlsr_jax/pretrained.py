@@ -11,7 +11,9 @@ Layout of a checkpoint directory (the same shape as a training checkpoint's step
                     "vocab": {token: id} for CTC models (optional),
                     "audio": {"sampling_rate": 16000, "do_normalize": bool}}
 
-Everything needed to rebuild the model is in the directory. Writes go to a temporary sibling
+Everything needed to rebuild the model is in the directory. `load_pretrained` also accepts a
+training run's checkpoint (root, step or params directory), reading the model section of the run
+config stored beside the parameters. Writes go to a temporary sibling
 directory that is renamed into place at the end, so a reader never sees a half-written one.
 """
 
@@ -164,9 +166,12 @@ def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[s
     """
     import orbax.checkpoint as ocp
 
-    meta = read_metadata(directory)
+    if os.path.isfile(os.path.join(os.fspath(directory), MODEL_JSON)):
+        meta = read_metadata(directory)
+        params_dir = os.path.abspath(os.path.join(os.fspath(directory), PARAMS_DIR))
+    else:
+        meta, params_dir = _training_checkpoint_metadata(directory)
     config = Wav2Vec2Config.from_dict(meta["config"])
-    params_dir = os.path.abspath(os.path.join(os.fspath(directory), PARAMS_DIR))
     with ocp.StandardCheckpointer() as ckptr:
         if abstract_params is None:
             meta_tree = ckptr.metadata(params_dir)
@@ -176,6 +181,7 @@ def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[s
             params = ckptr.restore(params_dir, target)
         else:
             params = ckptr.restore(params_dir, abstract_params)
+    params = _strip_boxes(params)
     if config_overrides:
         new = dataclasses.replace(config, **dict(config_overrides))
         if new.scan_layers != config.scan_layers:
@@ -183,6 +189,62 @@ def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[s
         config = new
     return Pretrained(config, meta["architecture"], params, meta.get("hf_extras") or {},
                       meta.get("vocab"), meta.get("audio") or default_audio_settings(config))
+
+
+# Trainer task names (config.task) -> the model class they train.
+TASK_ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC",
+                      "lid": "Wav2Vec2ForSequenceClassification"}
+
+
+def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
+    """model.json-equivalent metadata of a training run's checkpoint (root, step dir or params dir).
+
+    The run config stored with each step (`xlsr_jax.checkpointing`) has the model section and
+    the task; the architecture follows from the task, else from the parameter tree's heads.
+    """
+    from xlsr_jax import checkpointing
+
+    try:
+        params_dir = os.path.abspath(checkpointing._resolve_step_dir(os.fspath(directory)))
+    except FileNotFoundError:
+        read_metadata(directory)  # raises the exported-checkpoint error, naming both layouts
+        raise
+    config_file = os.path.join(os.path.dirname(params_dir), checkpointing.CONFIG, "metadata")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{params_dir}: training checkpoint without its config item ({config_file})")
+    with open(config_file, encoding="utf-8") as f:
+        run = json.load(f)
+    if not isinstance(run.get("model"), Mapping):
+        raise ValueError(f"{config_file}: run config has no `model` section")  # noqa: TRY004
+    arch = TASK_ARCHITECTURES.get(run.get("task", ""))
+    if arch is None:
+        import orbax.checkpoint as ocp
+
+        with ocp.StandardCheckpointer() as ckptr:
+            meta_tree = ckptr.metadata(params_dir)
+        tree = getattr(getattr(meta_tree, "item_metadata", meta_tree), "tree", meta_tree)
+        heads = {"quantizer": "Wav2Vec2ForPreTraining", "lm_head": "Wav2Vec2ForCTC",
+                 "classifier": "Wav2Vec2ForSequenceClassification"}
+        arch = next((a for k, a in heads.items() if k in tree), "Wav2Vec2Model")
+    names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+    data = run.get("data") or {}
+    meta = {
+        "architecture": arch,
+        "config": {k: v for k, v in run["model"].items() if k in names},
+        "hf_extras": {},
+        "vocab": None,
+        "audio": {"sampling_rate": 16000, "do_normalize": bool(data.get("normalize", True))},
+    }
+    return meta, params_dir
+
+
+def _strip_boxes(tree: Any) -> Any:
+    """Collapses {"value": leaf} nodes (flax Partitioned boxes saved as pytrees) to the leaf."""
+    if isinstance(tree, Mapping):
+        if set(tree) == {"value"} and not isinstance(tree["value"], Mapping):
+            return tree["value"]
+        return {k: _strip_boxes(v) for k, v in tree.items()}
+    return tree
 
 
 def _numpy_target(tree: Any) -> Any:
