@@ -137,6 +137,7 @@ def test_pretraining_checkpoint_converts_and_matches(norm, stable, cfg_form, tmp
     assert loaded.architecture == "Wav2Vec2ForPreTraining"
     assert (loaded.config.feature_grad_mult, loaded.config.feature_penalty_weight) == (0.1, 10.0)
     assert loaded.config.layerdrop == 0.05 and loaded.config.feat_proj_dropout == 0.1
+    assert loaded.audio["do_normalize"] == (norm == "layer")  # from cfg['task']['normalize']
     _encoder_matches(hf.wav2vec2, loaded)
     for name in ("project_q", "project_hid"):
         np.testing.assert_array_equal(loaded.params[name]["kernel"], getattr(hf, name).weight.detach().numpy().T)

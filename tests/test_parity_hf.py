@@ -262,3 +262,20 @@ def test_export_sequence_classification(tmp_path):
     ref = _hf_forward(hf, audio).logits
     logits = loaded.model().apply({"params": loaded.params}, jnp.asarray(audio), None, deterministic=True)
     assert max_abs_diff(logits, ref) < TOL
+
+
+def test_bare_encoder_from_pytorch_model_bin(tmp_path):
+    """A headless Wav2Vec2Model folder with the older pytorch_model.bin weights file."""
+    torch.manual_seed(6)
+    hf = transformers.Wav2Vec2Model(hf_config("layer", True)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    os.remove(tmp_path / "hf" / "model.safetensors")
+    torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
+    loaded = pretrained.load_pretrained(hf_to_orbax(tmp_path / "hf", tmp_path / "ours"))
+    assert loaded.architecture == "Wav2Vec2Model"
+    audio, _ = audio_batch((1600, 1600), seed=8)
+    ref = _hf_forward(hf, audio, output_hidden_states=True)
+    out = Wav2Vec2Model(loaded.config).apply({"params": loaded.params}, jnp.asarray(audio), None,
+                                             deterministic=True, output_hidden_states=True)
+    for a, b in zip(out.hidden_states, ref.hidden_states):
+        assert max_abs_diff(a, b) < TOL

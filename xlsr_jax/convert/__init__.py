@@ -115,9 +115,10 @@ def fairseq_to_orbax(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
     from xlsr_jax import pretrained
 
     hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
+    audio = hf_config.pop("xlsr_jax_audio")
     config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
     return pretrained.save_pretrained(out_dir, params, config, arch, hf_extras=extras, vocab=vocab,
-                                      overwrite=overwrite)
+                                      audio=audio, overwrite=overwrite)
 
 
 def orbax_to_hf(ckpt_dir: str | os.PathLike, out_folder: str | os.PathLike, *,

@@ -114,9 +114,22 @@ def hf_state_to_fairseq(state: Mapping[str, np.ndarray], feat_extract_norm: str,
     return out
 
 
+def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Input conventions from the checkpoint's task config (`normalize`, `sample_rate`)."""
+    task = cfg.get("task") or {}
+    model = cfg.get("model") or {}
+    normalize = task.get("normalize", model.get("normalize"))
+    if normalize is None:  # fine-tuned: the pretraining task's setting
+        w2v = model.get("w2v_args") or {}
+        normalize = (w2v.get("task") or w2v).get("normalize", False)
+    return {"sampling_rate": int(task.get("sample_rate", 16000) or 16000), "do_normalize": bool(normalize)}
+
+
 def read_fairseq_checkpoint(path: str | os.PathLike, dict_path: str | os.PathLike | None = None
                             ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, int] | None]:
     """Loads a fairseq `.pt` safely and returns (HF config dict, HF-named float32 state, vocab).
+
+    The HF config carries the task's audio conventions under "xlsr_jax_audio".
 
     Args:
       path: the checkpoint.
@@ -138,6 +151,7 @@ def read_fairseq_checkpoint(path: str | os.PathLike, dict_path: str | os.PathLik
             raise CheckpointMismatchError(f"{path}: CTC checkpoint without w2v_encoder.proj.weight")
         vocab_size = state["w2v_encoder.proj.weight"].shape[0]
     hf_config = configs.fairseq_to_hf_config(cfg, set(state), vocab_size)
+    hf_config["xlsr_jax_audio"] = audio_settings(cfg)
     hf_state = fairseq_state_to_hf(state, is_ctc, hf_config)
     vocab = None
     if dict_path is not None:
