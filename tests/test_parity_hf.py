@@ -265,14 +265,19 @@ def test_export_sequence_classification(tmp_path):
 
 
 def test_bare_encoder_from_pytorch_model_bin(tmp_path):
-    """A headless Wav2Vec2Model folder with the older pytorch_model.bin weights file."""
+    """A headless Wav2Vec2Model folder with the older pytorch_model.bin weights file, converted by
+    the CLI into the scanned (nn.scan) layer layout."""
     torch.manual_seed(6)
     hf = transformers.Wav2Vec2Model(hf_config("layer", True)).eval()
     hf.save_pretrained(tmp_path / "hf")
     os.remove(tmp_path / "hf" / "model.safetensors")
     torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
-    loaded = pretrained.load_pretrained(hf_to_orbax(tmp_path / "hf", tmp_path / "ours"))
-    assert loaded.architecture == "Wav2Vec2Model"
+    # Through the CLI, converting to the scanned-layers layout.
+    from xlsr_jax.convert.__main__ import main as cli
+
+    assert cli(["hf-to-orbax", str(tmp_path / "hf"), str(tmp_path / "ours"), "--override", "scan_layers=true"]) == 0
+    loaded = pretrained.load_pretrained(tmp_path / "ours")
+    assert loaded.architecture == "Wav2Vec2Model" and loaded.config.scan_layers
     audio, _ = audio_batch((1600, 1600), seed=8)
     ref = _hf_forward(hf, audio, output_hidden_states=True)
     out = Wav2Vec2Model(loaded.config).apply({"params": loaded.params}, jnp.asarray(audio), None,
