@@ -145,8 +145,11 @@ _LIVE_PIPELINES: weakref.WeakSet = weakref.WeakSet()
 def _close_all() -> None:
     # tf.data generator iterators finalised after the interpreter has shut down print
     # "Python interpreter state is not initialized" errors; close them while Python still runs.
-    for pipe in list(_LIVE_PIPELINES):
-        pipe.close()
+    pipes = list(_LIVE_PIPELINES)
+    for pipe in pipes:
+        pipe._iterator = None
+    if pipes:
+        gc.collect()  # once: the iterators' C++ resources go while Python still runs
 
 
 class InputPipeline:
@@ -228,6 +231,7 @@ class InputPipeline:
         else:
             self._planner = sampling.EvalPlanner(self._plan)
         self._state = self._wrap_state(self._planner.state())
+        self._decoder = _Decoder(self)
         # (numpy iterator, {planned batch number: state after it}) of the running stream. Each
         # stream plans with its own planner copy, so a replaced stream whose prefetch thread is
         # still winding down cannot disturb the new one.
@@ -391,6 +395,81 @@ class InputPipeline:
         self._state = copy.deepcopy(state)
         self._iterator = None  # drops prefetched batches of the old position
 
+    # -- iteration -------------------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        """Next host-local batch (numpy). Raises StopIteration at the end of an eval pass."""
+        if self._iterator is None:
+            planner = copy.copy(self._planner)
+            planner.restore(self._state["planner"])  # fresh mutable state, own caches
+            self._snapshots, self._snap_lock = {}, threading.Lock()
+            snaps, lock = self._snapshots, self._snap_lock
+            dec = self._decoder  # the lambda must not capture `self` (see _Decoder)
+            ds = dec._dataset(lambda: dec._local_batches(planner, snaps, lock))
+            self._iterator = iter(ds.as_numpy_iterator())
+        number, audio, padding, labels, label_padding, lang, valid = next(
+            self._iterator
+        )
+        with self._snap_lock:
+            self._state = self._snapshots.pop(int(number))
+            for k in [k for k in self._snapshots if k < number]:
+                del self._snapshots[k]
+        batch = {
+            "audio": audio,  # float32 [B_local, S]
+            "padding_mask": padding,  # bool [B_local, S], True = padding
+            "language": lang,  # int32 [B_local]
+            "valid": valid,  # bool [B_local], False = filler/substitute row
+        }
+        if self.task == "ctc":
+            batch["labels"] = (
+                labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
+            )
+            batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
+        return batch
+
+    # -- info ------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        """Skipped utterances: {"counts": {reason: n}, "examples": {reason: [ids]}}."""
+        return self.stats_tracker.as_dict()
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (S, L) a batch can have (L = 0 without labels): the static shapes to compile."""
+        return list(zip(self.bucket_shapes, self.label_lengths))
+
+    @property
+    def num_batches(self) -> int | None:
+        """Batches in one eval pass (None for the endless training stream)."""
+        return None if self.repeat else len(self._planner)
+
+    def close(self) -> None:
+        """Drops the tf.data iterator (and its prefetch threads); iterating again restarts the
+        stream from the last returned batch."""
+        self._iterator = None
+
+
+class _Decoder:
+    """Plans and decodes one host's batches inside tf.data.
+
+    Kept apart from `InputPipeline` on purpose: the tf.data graph holds these callables, and
+    a reference from it back to the pipeline would be a cycle through C++ that Python's garbage
+    collector cannot see, so dropped pipelines (and their prefetch threads) would never be freed.
+    """
+
+    def __init__(self, pipe: InputPipeline):
+        self.cfg, self.task = pipe.cfg, pipe.task
+        self.sources, self.vocabulary = pipe.sources, pipe.vocabulary
+        self.lang_id, self.stats_tracker = pipe._lang_id, pipe.stats_tracker
+        self.plan, self.fingerprint = pipe._plan, pipe._fingerprint
+        self.bucket_shapes, self.label_lengths = pipe.bucket_shapes, pipe.label_lengths
+        self.process_index, self.local_batch_size = (
+            pipe.process_index,
+            pipe.local_batch_size,
+        )
+
     # -- decoding --------------------------------------------------------------------------------
     def _local_batches(self, planner, snapshots: dict, lock: threading.Lock):
         """Generator of this host's slice of each planned global batch (runs inside tf.data)."""
@@ -402,9 +481,12 @@ class InputPipeline:
                 return
             number = planner.batches  # 1-based count of planned batches
             with lock:
-                snapshots[number] = self._wrap_state(planner.state())
+                snapshots[number] = {
+                    "fingerprint": self.fingerprint,
+                    "planner": planner.state(),
+                }
             b = batch["bucket"]
-            refs = self._plan.refs[batch["rows"][lo:hi]]  # [B_local, 2]
+            refs = self.plan.refs[batch["rows"][lo:hi]]  # [B_local, 2]
             yield (
                 number,
                 refs[:, 0].astype(np.int32),
@@ -488,7 +570,7 @@ class InputPipeline:
             padding,
             labels,
             label_padding,
-            np.int32(self._lang_id[src.languages[i]]),
+            np.int32(self.lang_id[src.languages[i]]),
             True,
         )
 
@@ -554,61 +636,6 @@ class InputPipeline:
         opts.deterministic = True
         opts.autotune.cpu_budget = max(1, self.cfg.num_threads)
         return ds.with_options(opts)
-
-    # -- iteration -------------------------------------------------------------------------------
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        """Next host-local batch (numpy). Raises StopIteration at the end of an eval pass."""
-        if self._iterator is None:
-            planner = copy.copy(self._planner)
-            planner.restore(self._state["planner"])  # fresh mutable state, own caches
-            self._snapshots, self._snap_lock = {}, threading.Lock()
-            snaps, lock = self._snapshots, self._snap_lock
-            ds = self._dataset(lambda: self._local_batches(planner, snaps, lock))
-            self._iterator = iter(ds.as_numpy_iterator())
-        number, audio, padding, labels, label_padding, lang, valid = next(
-            self._iterator
-        )
-        with self._snap_lock:
-            self._state = self._snapshots.pop(int(number))
-            for k in [k for k in self._snapshots if k < number]:
-                del self._snapshots[k]
-        batch = {
-            "audio": audio,  # float32 [B_local, S]
-            "padding_mask": padding,  # bool [B_local, S], True = padding
-            "language": lang,  # int32 [B_local]
-            "valid": valid,  # bool [B_local], False = filler/substitute row
-        }
-        if self.task == "ctc":
-            batch["labels"] = (
-                labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
-            )
-            batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
-        return batch
-
-    # -- info ------------------------------------------------------------------------------------
-    @property
-    def stats(self) -> dict:
-        """Skipped utterances: {"counts": {reason: n}, "examples": {reason: [ids]}}."""
-        return self.stats_tracker.as_dict()
-
-    @property
-    def shapes(self) -> list[tuple[int, int]]:
-        """Every (S, L) a batch can have (L = 0 without labels): the static shapes to compile."""
-        return list(zip(self.bucket_shapes, self.label_lengths))
-
-    @property
-    def num_batches(self) -> int | None:
-        """Batches in one eval pass (None for the endless training stream)."""
-        return None if self.repeat else len(self._planner)
-
-    def close(self) -> None:
-        """Drops the tf.data iterator (and its prefetch threads); iterating again restarts the
-        stream from the last returned batch."""
-        self._iterator = None
-        gc.collect()  # the iterator's C++ resources go now, not at an arbitrary later time
 
 
 def build_input(
