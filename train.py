@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     from xlsr_jax import trainer
 
     logging.getLogger("xlsr_jax").setLevel(logging.INFO)
-    logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
+    logging.getLogger("xlsr_jax.train").info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 
+log = logging.getLogger("demo")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a fresh clone without installing
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         stage_dir = os.path.join(os.path.abspath(args.workdir), name)
         os.makedirs(stage_dir, exist_ok=True)
-        logging.info("=== stage %s -> %s", name, stage_dir)
+        log.info("=== stage %s -> %s", name, stage_dir)
         summaries[name] = fn(stage_dir, args)
         print(json.dumps({name: summaries[name]}, indent=2), flush=True)
     with open(os.path.join(args.workdir, "summary.json"), "w", encoding="utf-8") as f:

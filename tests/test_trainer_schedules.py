@@ -67,7 +67,7 @@ def test_optimizer_is_clipped_adamw_with_decoupled_decay():
     optim = ml_collections.ConfigDict({
         "name": "adamw", "lr": 0.1, "b1": 0.9, "b2": 0.98, "eps": 1e-6, "weight_decay": 0.01,
         "clip_grad_norm": 1.0, "schedule": "constant"})
-    tx, lr = trainer.create_optimizer(optim)
+    tx, _ = trainer.create_optimizer(optim)
     params = {"w": jnp.array([1.0, -2.0])}
     grads = {"w": jnp.array([30.0, 40.0])}  # norm 50 -> clipped to norm 1: (0.6, 0.8)
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -82,7 +82,15 @@ def test_optimizer_is_clipped_adamw_with_decoupled_decay():
 
 
 def test_recipe_configs_load_and_tie_total_steps():
-    from configs import common, demo, pretrain_base, xls_r_1b, xls_r_2b, xls_r_300m, xlsr_53
+    from configs import (
+        common,
+        demo,
+        pretrain_base,
+        xls_r_1b,
+        xls_r_2b,
+        xls_r_300m,
+        xlsr_53,
+    )
 
     for module, lr in ((pretrain_base, 5e-4), (xlsr_53, 1e-3), (xls_r_300m, 5e-3), (xls_r_1b, 3e-4),
                        (xls_r_2b, 3e-4)):

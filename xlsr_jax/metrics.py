@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -78,7 +78,7 @@ class MetricWriter:
 
         self._tb = SummaryWriter(logdir)
         if jsonl_path:
-            self._jsonl = open(jsonl_path, "a", encoding="utf-8")
+            self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run
         if progress_bar:
             from tqdm import tqdm
 

@@ -13,7 +13,8 @@ step and resume exactly from a checkpoint. Shapes follow fairseq's schedulers:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np

@@ -7,11 +7,10 @@ activation stays whole.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
@@ -260,7 +259,7 @@ def replicated_parameters(params, shardings, min_size: int = 2**16,
     found = []
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     flat_shardings = jax.tree.leaves(shardings)
-    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)  # noqa: E731
+    is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
     flat_specs = (jax.tree.leaves(logical_specs, is_leaf=is_spec) if logical_specs is not None
                   else [None] * len(flat))
     for (path, leaf), sharding, spec in zip(flat, flat_shardings, flat_specs):
@@ -270,3 +269,24 @@ def replicated_parameters(params, shardings, min_size: int = 2**16,
         if size >= min_size and sharding.is_fully_replicated:
             found.append((jax.tree_util.keystr(path), tuple(leaf.shape)))
     return found
+
+
+def mesh_rules_context(mesh: Mesh, rules=None):
+    """Context for tracing model code: the mesh and the logical rules are in scope, so the
+    models' `nn.with_logical_constraint` activation annotations turn into sharding constraints
+    (outside it they are no-ops).
+
+    Args:
+      mesh: the training mesh.
+      rules: logical axis rules (default `logical_axis_rules()`).
+    Returns:
+      A context manager.
+    """
+    import contextlib
+
+    import flax.linen as nn
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(logical_axis_rules() if rules is None else rules))
+    return stack

@@ -16,7 +16,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 import flax
 import flax.linen as nn
@@ -75,7 +76,7 @@ class TrainState:
                 "num_skipped": self.num_skipped, "bad_streak": self.bad_streak}
 
     @classmethod
-    def from_parts(cls, params: PyTree, rest: Mapping[str, PyTree]) -> "TrainState":
+    def from_parts(cls, params: PyTree, rest: Mapping[str, PyTree]) -> TrainState:
         """Inverse of (`params`, `rest()`)."""
         return cls(params=params, **rest)
 
@@ -126,7 +127,10 @@ class PretrainTask:
 
     def __init__(self, config: ml_collections.ConfigDict):
         """Builds the model from `config.model` and the temperature schedule from `config.train`."""
-        from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForPreTraining  # heavy: import lazily
+        from xlsr_jax.models import (  # heavy: import lazily
+            Wav2Vec2Config,
+            Wav2Vec2ForPreTraining,
+        )
 
         self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
         self.model = Wav2Vec2ForPreTraining(self.model_config)
@@ -177,10 +181,10 @@ class PretrainTask:
         num_codes = self.model_config.num_codevectors
         perplexity = metrics.get("train/code_perplexity")
         if perplexity is not None and perplexity < self.collapse_fraction * num_codes:
-            return [f"codebook collapse: code perplexity {perplexity:.1f} is below "
+            return [(f"codebook collapse: code perplexity {perplexity:.1f} is below "
                     f"{self.collapse_fraction:.0%} of the {num_codes} codevectors (G x V); the "
                     "quantizer uses few entries. Usual remedies: raise diversity_loss_weight, keep "
-                    "the Gumbel temperature higher for longer, lower the learning rate."]
+                    "the Gumbel temperature higher for longer, lower the learning rate.")]
         return []
 
 
@@ -249,7 +253,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, lr_schedule: C
         new_params = optax.apply_updates(state.params, updates)
 
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         bad = (~finite).astype(jnp.int32)
         new_state = state.replace(
             step=state.step + 1,
@@ -398,7 +402,9 @@ def train_and_evaluate(
                           bad_streak=jnp.zeros((), jnp.int32))
 
     seed_key = jax.random.PRNGKey(config.train.seed)
-    abstract_boxed = jax.eval_shape(init_boxed, seed_key)
+    tracing = lambda: sharding.mesh_rules_context(mesh, rules)
+    with tracing():
+        abstract_boxed = jax.eval_shape(init_boxed, seed_key)
     state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   nn.unbox(abstract_boxed), state_sharding)
@@ -418,7 +424,8 @@ def train_and_evaluate(
         log.info("resumed from checkpoint step %d", latest)
     else:
         init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
-        state = init(seed_key)
+        with tracing():
+            state = init(seed_key)
         if config.init.checkpoint:
             params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params,
                                                   partial=True)
@@ -436,7 +443,8 @@ def train_and_evaluate(
     def compiled_train_step(batch_host: Batch):
         key = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch_host.items()))
         if key not in compiled:
-            exe = train_step.lower(abstract_state, _abstract_batch(batch_host, mesh)).compile()
+            with tracing():
+                exe = train_step.lower(abstract_state, _abstract_batch(batch_host, mesh)).compile()
             compiled[key] = (exe, _flops_per_step(exe))
             log.info("compiled train step for batch %s (%.3g FLOPs/device/step)",
                      {k: v.shape for k, v in batch_host.items()}, compiled[key][1])
@@ -452,7 +460,8 @@ def train_and_evaluate(
                 batch = next(eval_iter)
             except StopIteration:
                 break
-            out = eval_step(params, sharding.shard_batch(batch, mesh), jax.random.PRNGKey(i))
+            with tracing():
+                out = eval_step(params, sharding.shard_batch(batch, mesh), jax.random.PRNGKey(i))
             for k, v in jax.device_get(out).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
