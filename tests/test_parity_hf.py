@@ -255,9 +255,11 @@ def test_export_ctc_with_processor(tmp_path):
 
 
 def test_export_sequence_classification(tmp_path):
-    loaded, _, folder = _export(tmp_path, "Wav2Vec2ForSequenceClassification", "group", False,
-                                use_weighted_layer_sum=True)
+    loaded, ckpt, _ = _export(tmp_path, "Wav2Vec2ForSequenceClassification", "group", False,
+                              use_weighted_layer_sum=True)
+    folder = orbax_to_hf(ckpt, tmp_path / "hf_labelled", labels=["sw", "yo", "ha"])
     hf = _from_pretrained(transformers.Wav2Vec2ForSequenceClassification, folder)
+    assert hf.config.id2label == {0: "sw", 1: "yo", 2: "ha"} and hf.config.label2id["ha"] == 2
     audio, _ = audio_batch((1600, 1600), seed=7)
     ref = _hf_forward(hf, audio).logits
     logits = loaded.model().apply({"params": loaded.params}, jnp.asarray(audio), None, deterministic=True)

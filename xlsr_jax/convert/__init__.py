@@ -122,21 +122,31 @@ def fairseq_to_orbax(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
 
 
 def orbax_to_hf(ckpt_dir: str | os.PathLike, out_folder: str | os.PathLike, *,
-                vocab: Mapping[str, int] | None = None, overwrite: bool = False) -> str:
+                vocab: Mapping[str, int] | None = None, labels: list[str] | None = None,
+                overwrite: bool = False) -> str:
     """Converts our exported checkpoint to a transformers folder that `from_pretrained` loads.
 
     Writes config.json, model.safetensors and preprocessor_config.json; for CTC models also
     vocab.json, tokenizer_config.json and special_tokens_map.json (from `vocab`, else the
     checkpoint's stored vocabulary) so `Wav2Vec2Processor.from_pretrained` works.
 
+    For a classifier, `labels` (class names in id order, e.g. the language codes of a language-ID
+    run) become config.json's id2label / label2id.
+
     Raises:
       ValueError for a CTC model without any vocabulary, or one whose size differs from the
-      head's.
+      head's, and for a label list whose length differs from num_labels.
     """
     from xlsr_jax import pretrained
 
     loaded = pretrained.load_pretrained(ckpt_dir)
-    hf_config, state = params_to_hf(loaded.config, loaded.architecture, loaded.params, loaded.hf_extras)
+    extras = dict(loaded.hf_extras)
+    if labels is not None:
+        if len(labels) != loaded.config.num_labels:
+            raise ValueError(f"{len(labels)} labels given but the classifier has {loaded.config.num_labels} outputs")
+        extras["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        extras["label2id"] = {name: i for i, name in enumerate(labels)}
+    hf_config, state = params_to_hf(loaded.config, loaded.architecture, loaded.params, extras)
     audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
     files: dict[str, Any] = {
         hf_io.PREPROCESSOR: hf_io.preprocessor_config(

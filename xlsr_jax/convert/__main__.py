@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("ckpt_dir", help="checkpoint directory (model.json + params/)")
     o.add_argument("out_folder", help="transformers folder to create")
     o.add_argument("--vocab", help="CTC: vocab.json {token: id} if the checkpoint has none")
+    o.add_argument("--labels", help="classifier: JSON list of class names in id order (e.g. language codes)")
     return p
 
 
@@ -71,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.vocab:
                 with open(args.vocab, encoding="utf-8") as fh:
                     vocab = json.load(fh)
-            out = convert.orbax_to_hf(args.ckpt_dir, args.out_folder, vocab=vocab, overwrite=args.overwrite)
+            labels = None
+            if args.labels:
+                with open(args.labels, encoding="utf-8") as fh:
+                    labels = json.load(fh)
+            out = convert.orbax_to_hf(args.ckpt_dir, args.out_folder, vocab=vocab, labels=labels,
+                                      overwrite=args.overwrite)
     except (convert.ConfigError, convert.CheckpointMismatchError, convert.UnsafeCheckpointError,
             FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
