@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+_DRAW_BLOCK = 1024  # language/corpus uniforms are generated this many draws at a time
+
 
 def language_probabilities(hours: dict[str, float], alpha: float) -> dict[str, float]:
     """p_l ∝ hours_l^alpha (alpha=1: natural distribution; alpha=0: uniform over languages)."""
@@ -134,6 +136,7 @@ class TrainPlanner:
         """Resets to the start (None) or to a `state()` snapshot."""
         nb = len(self.plan.shapes)
         self._perm_cache = {}  # per instance: copies (one per stream) never share it
+        self._ublock = None
         if state is None:
             self.draws, self.batches = 0, 0
             self.cursors = [[0, 0] for _ in self.groups]
@@ -164,11 +167,20 @@ class TrainPlanner:
             self._perm_cache[g] = hit
         return hit[1]
 
+    def _uniforms(self, k: int) -> np.ndarray:
+        """The 2 uniforms of draw k: a pure function of (seed, k), made in blocks because one
+        Generator per draw would cost more than the rest of the planning together."""
+        block = k // _DRAW_BLOCK
+        if self._ublock is None or self._ublock[0] != block:
+            rng = np.random.default_rng([self.plan.seed, 1, block])
+            self._ublock = (block, rng.random((_DRAW_BLOCK, 2)))
+        return self._ublock[1][k % _DRAW_BLOCK]
+
     def draw(self) -> tuple[int, int]:
         """Draws one utterance: returns (draw id, plan row)."""
         k = self.draws
         self.draws += 1
-        u = np.random.default_rng([self.plan.seed, 1, k]).random(2)
+        u = self._uniforms(k)
         lang = min(
             int(np.searchsorted(self.lang_cdf, u[0], side="right")),
             len(self.lang_cdf) - 1,

@@ -350,3 +350,23 @@ def test_sources_as_named_mapping_in_a_frozen_config():
     pipe = data_pipelines.build_input(ml_collections.FrozenConfigDict(d), "dev", "lid")
     assert pipe.languages == ["sw"]
     assert next(pipe)["audio"].shape[0] == 4
+
+
+def test_import_is_light_and_tensorflow_stays_cpu_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, data_pipelines\n"
+        "assert 'tensorflow' not in sys.modules, 'importing data_pipelines must not load TF'\n"
+        "from data_pipelines._tf import import_tf\n"
+        "tf = import_tf()\n"
+        "assert tf.config.get_visible_devices('GPU') == []\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "ok"
+    # TensorFlow's C++ start-up chatter is silenced (TF_CPP_MIN_LOG_LEVEL set before import).
+    assert "cpu_feature_guard" not in out.stderr and "absl::InitializeLog" not in out.stderr
