@@ -39,6 +39,7 @@ from tests.convert_testlib import (
 )
 from xlsr_jax import losses, pretrained
 from xlsr_jax.convert import configs, hf_to_orbax, orbax_to_hf
+from xlsr_jax.convert import params as params_lib
 from xlsr_jax.models import Wav2Vec2Model
 
 TOL = 1e-4
@@ -286,3 +287,24 @@ def test_bare_encoder_from_pytorch_model_bin(tmp_path):
                                              deterministic=True, output_hidden_states=True)
     for a, b in zip(out.hidden_states, ref.hidden_states):
         assert max_abs_diff(a, b) < TOL
+
+
+@pytest.mark.parametrize("preset,arch", [("base", "Wav2Vec2ForPreTraining"), ("large", "Wav2Vec2ForCTC"),
+                                         ("xls_r_1b", "Wav2Vec2ForPreTraining")])
+def test_published_sizes_have_matching_keys_and_shapes(preset, arch):
+    """At the published sizes (BASE, XLSR-53 / XLS-R 300M, XLS-R 1B), transformers' parameter
+    names and shapes equal the table's, on torch's meta device (no memory, no weights)."""
+    from xlsr_jax.convert import tables
+    from xlsr_jax.models import get_preset
+
+    cfg = get_preset(preset)
+    hf_dict = configs.config_to_hf(cfg, arch)
+    hf_cfg = transformers.Wav2Vec2Config(**{k: v for k, v in hf_dict.items() if k != "architectures"})
+    with torch.device("meta"):
+        model = getattr(transformers, arch)(hf_cfg)
+    hf_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    table = {r.hf: r.hf_shape for r in tables.hf_param_table(cfg, arch)}
+    assert table == hf_shapes
+    ours = {r.ours: r.ours_shape for r in tables.hf_param_table(cfg, arch)}
+    shapes = {k: tuple(v.shape) for k, v in params_lib.flatten(our_param_shapes(cfg, arch)).items()}
+    assert ours == shapes
