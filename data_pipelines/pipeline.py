@@ -369,6 +369,10 @@ class InputPipeline:
                 self.cfg.sampling_alpha,
                 "" if self.repeat else " (eval: natural order)",
             )
+            if len(self.sources) > 1:
+                for name, h in self.hours_by_source.get(lang, {}).items():
+                    if h > 0:
+                        logger.info("    %8.3f h from %s", h, name)
         if self.stats_tracker.counts:
             logger.warning(
                 "input %s: dropped at start: %s",
@@ -409,9 +413,18 @@ class InputPipeline:
             dec = self._decoder  # the lambda must not capture `self` (see _Decoder)
             ds = dec._dataset(lambda: dec._local_batches(planner, snaps, lock))
             self._iterator = iter(ds.as_numpy_iterator())
-        number, audio, padding, labels, label_padding, lang, valid = next(
-            self._iterator
-        )
+        try:
+            number, audio, padding, labels, label_padding, lang, valid = next(
+                self._iterator
+            )
+        except StopIteration:
+            if self.stats_tracker.counts:
+                logger.warning(
+                    "input %s: end of pass; skipped: %s",
+                    self.split,
+                    self.stats_tracker.summary(),
+                )
+            raise
         with self._snap_lock:
             self._state = self._snapshots.pop(int(number))
             for k in [k for k in self._snapshots if k < number]:
