@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -34,6 +35,8 @@ def audio_files(tmp_path):
 
 @pytest.mark.parametrize("norm", ["layer", "group"])
 def test_extract_matches_the_model_per_file(norm, audio_files, tmp_path):
+    if norm == "group":  # exact lengths: one compilation per distinct file length, so use one file
+        audio_files = audio_files[1:]
     cfg = _config(norm)
     params = random_params(our_param_shapes(cfg, "Wav2Vec2ForPreTraining"), seed=1)
     ckpt = pretrained.save_pretrained(tmp_path / "ckpt", params, cfg, "Wav2Vec2ForPreTraining")
@@ -44,12 +47,13 @@ def test_extract_matches_the_model_per_file(norm, audio_files, tmp_path):
     every, one, final = (np.load(tmp_path / f) for f in ("all.npz", "l1.npz", "fin.npz"))
     assert list(every["paths"]) == audio_files and str(one["layer"]) == "1"
     model = Wav2Vec2Model(cfg)
+    reference = jax.jit(lambda p, a: model.apply({"params": p}, a, None, deterministic=True,
+                                                 output_hidden_states=True))
     for i, path in enumerate(audio_files):
         audio = load_audio(path)
         if norm == "layer":  # the XLS-R convention: normalised input (model.json audio.do_normalize)
             audio = normalize(audio)
-        ref = model.apply({"params": params["wav2vec2"]}, jnp.asarray(audio)[None], None, deterministic=True,
-                          output_hidden_states=True)
+        ref = reference(params["wav2vec2"], jnp.asarray(audio)[None])  # exact length, unpadded
         frames = cfg.feature_lengths(audio.shape[0])
         assert every["num_frames"][i] == frames
         assert every[f"features_{i}"].shape == (cfg.num_hidden_layers + 1, frames, cfg.hidden_size)
