@@ -258,3 +258,16 @@ def test_training_checkpoint_loads_and_exports(tmp_path):
     out = orbax_to_hf(tmp_path / "checkpoints" / "7", tmp_path / "hf", vocab=vocab)
     assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "preprocessor_config.json",
                                        "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+
+
+def test_masking_off_drops_and_refills_masked_spec_embed():
+    """HF has no masked_spec_embed when masking is off; ours always does (then unused)."""
+    cfg = tiny_config(mask_time_prob=0.0, mask_feature_prob=0.0)
+    params = init_params(cfg, "Wav2Vec2ForCTC", seed=5)
+    hf_config, state = params_to_hf(cfg, "Wav2Vec2ForCTC", params)
+    assert not any("masked_spec_embed" in k for k in state)
+    cfg2, _, params2, _ = hf_to_params(hf_config, state)
+    assert cfg2 == cfg
+    np.testing.assert_array_equal(params2["wav2vec2"]["masked_spec_embed"], np.zeros(32, np.float32))
+    params2["wav2vec2"]["masked_spec_embed"] = params["wav2vec2"]["masked_spec_embed"]
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
