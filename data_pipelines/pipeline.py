@@ -155,7 +155,16 @@ def _close_all() -> None:
 class InputPipeline:
     """Iterator of host-local batches (see `build_input`); position saved by get/set_state."""
 
-    def __init__(self, cfg, split, task, process_index=0, process_count=1, repeat=None):
+    def __init__(
+        self,
+        cfg,
+        split: str,
+        task: str,
+        process_index: int = 0,
+        process_count: int = 1,
+        repeat: bool | None = None,
+    ):
+        """See `build_input` (the public constructor) for the arguments."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if cfg.batch_size % process_count:

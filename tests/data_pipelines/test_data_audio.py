@@ -97,3 +97,12 @@ def test_in_memory_roundtrip_of_every_writer_format():
         buf = io.BytesIO()
         sf.write(buf, tone(0.2, 16000), 16000, format=container, subtype=subtype)
         assert data_pipelines.load_audio(buf.getvalue()).size > 0
+
+
+def test_non_finite_float_wav_is_rejected(tmp_path):
+    x = tone(0.2, 16000)
+    x[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(audio_lib.AudioDecodeError, match="non-finite"):
+        data_pipelines.load_audio(str(path))

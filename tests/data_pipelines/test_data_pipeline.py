@@ -369,4 +369,7 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
     )
     assert out.stdout.strip() == "ok"
     # TensorFlow's C++ start-up chatter is silenced (TF_CPP_MIN_LOG_LEVEL set before import).
-    assert "cpu_feature_guard" not in out.stderr and "absl::InitializeLog" not in out.stderr
+    assert (
+        "cpu_feature_guard" not in out.stderr
+        and "absl::InitializeLog" not in out.stderr
+    )
