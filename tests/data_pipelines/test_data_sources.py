@@ -134,7 +134,10 @@ def test_tfrecord_writer_round_trip(tmp_path, encoding):
             assert np.abs(got - ref).max() < 1e-4  # 16-bit quantisation only
 
 
-def test_tfds_builder_and_source_round_trip(tmp_path):
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_tfds_builder_and_source_round_trip(tmp_path, file_format):
+    # array_record: random access through tfds.data_source; tfrecord (most of the TFDS catalog):
+    # random access through byte offsets found by one header scan.
     pytest.importorskip(
         "array_record", reason="ArrayRecord needed for TFDS random access"
     )
@@ -143,7 +146,9 @@ def test_tfds_builder_and_source_round_trip(tmp_path):
     cv = tmp_path / "cv"
     write_common_voice(str(cv), {"aa": 3, "cc": 2}, "dev")
     cv_cfg = {"type": "common_voice", "path": str(cv)}
-    path = tfds_builder.prepare([cv_cfg], "t", str(tmp_path / "tfds"), splits=("dev",))
+    path = tfds_builder.prepare(
+        [cv_cfg], "t", str(tmp_path / "tfds"), splits=("dev",), file_format=file_format
+    )
     src = sources.make_source({"type": "tfds", "path": path}, "dev")
     orig = sources.make_source(cv_cfg, "dev")
     assert len(src) == 5
