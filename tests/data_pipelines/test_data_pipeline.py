@@ -233,6 +233,8 @@ def test_process_sharding_disjoint_and_complete(corpus, split):
     ]
     part_batches = [take(p, n) if n else list(p) for p in parts]
     assert len(part_batches[0]) == len(part_batches[1]) == len(whole_batches)
+    # The saved position is global: any host's state resumes any host (or another host count).
+    assert parts[0].get_state() == parts[1].get_state() == whole.get_state()
     for g, b0, b1 in zip(whole_batches, *part_batches):
         assert (
             b0["audio"].shape == b1["audio"].shape
