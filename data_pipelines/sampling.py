@@ -41,9 +41,10 @@ def bucket_boundaries(
     multiple: int,
     given: Sequence[int] = (),
 ) -> list[int]:
-    """Padded lengths (samples, ascending, multiples of `multiple`), the last one = max_len cap.
+    """Padded lengths (samples, ascending), the last one = max_len rounded down to `multiple`.
 
-    `given` boundaries above max_len are dropped; without `given`, `num_buckets` lengths spaced
+    `given` boundaries are used as they are, those above the cap dropped; without `given`,
+    `num_buckets` multiples of `multiple` spaced
     geometrically from min_len to max_len (long utterances cost more, so finer steps at the short
     end waste a similar fraction of padding in every bucket).
     """
@@ -58,7 +59,11 @@ def bucket_boundaries(
             if top > lo
             else [top]
         )
-        b = sorted({max(multiple, round(x / multiple) * multiple) for x in raw})
+        b = sorted({max(multiple, round(x / multiple) * multiple) for x in raw[1:]})
+        # The lowest boundary rounds down, so with crop_to_batch_min no utterance of at least
+        # min_len samples is ever padded.
+        b.insert(0, max(multiple, (raw[0] // multiple) * multiple))
+        b = sorted(set(b))
     b = [x for x in b if x <= top]
     if not b or b[-1] < top:
         b.append(top)

@@ -375,3 +375,17 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
         "cpu_feature_guard" not in out.stderr
         and "absl::InitializeLog" not in out.stderr
     )
+
+
+@pytest.mark.parametrize("min_len", [8000, 8200, 32000])
+def test_auto_bucket_boundaries(min_len):
+    b = sampling.bucket_boundaries(min_len, 320000, 8, 320)
+    assert b == sorted(set(b)) and len(b) <= 8
+    assert all(x % 320 == 0 for x in b)
+    assert b[0] <= min_len < b[0] + 320 and b[-1] == 320000
+    ratios = np.array(b[1:]) / np.array(b[:-1])
+    assert ratios.max() / ratios.min() < 1.2  # geometric spacing
+    assert sampling.bucket_boundaries(0, 40000, 4, 320, given=[16000, 50000]) == [
+        16000,
+        40000,
+    ]
