@@ -91,6 +91,13 @@ def ctc_loss(
         logits.astype(jnp.float32), frame_padding.astype(jnp.float32), labels,
         label_padding.astype(jnp.float32), blank_id=blank_id,
     )
+    label_lengths = jnp.sum(~label_padding, axis=-1)
     if zero_infinity:
-        per_seq = jnp.where(jnp.isfinite(per_seq) & (per_seq < 1e29), per_seq, 0.0)
-    return per_seq, jnp.sum(~label_padding, axis=-1)
+        # optax reports an impossible alignment as a large finite number (log-epsilon), so decide
+        # feasibility directly: CTC needs one frame per label plus a blank between repeats.
+        valid = ~label_padding
+        repeats = jnp.sum((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:] & valid[:, :-1], axis=-1)
+        frames = jnp.sum(~frame_padding, axis=-1)
+        feasible = frames >= label_lengths + repeats
+        per_seq = jnp.where(feasible & jnp.isfinite(per_seq), per_seq, 0.0)
+    return per_seq, label_lengths
