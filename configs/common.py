@@ -87,6 +87,9 @@ def pretraining_config(
     config.train.gumbel_min_temperature = gumbel_temperature[1]  # floor
     config.train.gumbel_temperature_decay = gumbel_temperature[2]  # per-update decay factor
     config.train.codebook_collapse_fraction = 0.1  # warn when code perplexity < this * G*V
+    # jax.transfer_guard level around each step's dispatch: "allow", "log" or "disallow" (a
+    # debugging aid: "disallow" turns an implicit host<->device copy into an error).
+    config.train.transfer_guard = "allow"
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"  # fairseq `adam` (decoupled weight decay on all parameters)

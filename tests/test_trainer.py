@@ -61,6 +61,7 @@ trainer.train_and_evaluate(cfg, {workdir!r}, devices=jax.devices()[:1], input_bu
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, jax_cache):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    from_ckpt = str(tmp_path / "from_checkpoint")
     out = run_with_devices(PRELUDE + f"""
 cfg = tiny_config(total_steps=7)
 dev = jax.devices()[:1]
@@ -70,8 +71,16 @@ state = trainer.train_and_evaluate(cfg, {resumed!r}, devices=dev, input_builder=
 print("stopped_at", int(state.step))
 state = trainer.train_and_evaluate(cfg, {resumed!r}, devices=dev, input_builder=synthetic_builder())
 print("finished_at", int(state.step))
+# Params-only initialisation (what fine-tuning does): fresh optimizer and step, given params.
+cfg0 = tiny_config(total_steps=0)
+cfg0.init.checkpoint = {straight!r} + "/checkpoints"
+state = trainer.train_and_evaluate(cfg0, {from_ckpt!r}, devices=dev, input_builder=synthetic_builder())
+want = checkpointing.read_params_numpy({straight!r} + "/checkpoints")
+same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want)))
+print("init_from_checkpoint", same, int(state.step), int(state.opt_state[1][0].count))
 """, devices=1, cache_dir=jax_cache)
     assert "stopped_at 4" in out and "finished_at 7" in out
+    assert "init_from_checkpoint True 0 0" in out
     a, b = _final_params(straight), _final_params(resumed)
     for x, y in zip(jax_leaves(a), jax_leaves(b)):
         np.testing.assert_array_equal(x, y)

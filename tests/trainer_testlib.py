@@ -82,6 +82,7 @@ def tiny_config(total_steps: int = 6) -> ml_collections.ConfigDict:
     config.optim = ml_collections.ConfigDict(config.optim.to_dict())  # a copy without the tie
     config.optim.total_steps = 100
     config.train.log_every = 1
+    config.train.transfer_guard = "disallow"  # no implicit host<->device copies in the hot path
     config.train.progress_bar = False
     config.ckpt.every_steps = 1000
     config.ckpt.async_save = True
