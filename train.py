@@ -19,13 +19,18 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, config).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for multi-process runs outside TPU pods.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process runs outside TPU pods."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
-_DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                                 "auto: initialise jax.distributed on TPU pods / with the coordinator flags; "
-                                 "on: always (cluster auto-detection); off: single process.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "auto: initialise jax.distributed on TPU pods / with the coordinator flags; "
+    "on: always (cluster auto-detection); off: single process.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,8 +41,9 @@ def _initialize_distributed() -> None:
     if _DISTRIBUTED.value == "off":
         return
     if _COORDINATOR.value:
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        )
     elif _DISTRIBUTED.value == "on" or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
         # TPU pod slices (and SLURM / Open MPI clusters) are auto-detected by JAX.
         jax.distributed.initialize()
@@ -53,8 +59,14 @@ def main(argv: list[str]) -> None:
     from xlsr_jax import trainer
 
     logging.getLogger("xlsr_jax").setLevel(logging.INFO)
-    logging.getLogger("xlsr_jax.train").info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count(), jax.devices()[0].device_kind)
+    logging.getLogger("xlsr_jax.train").info(
+        "process %d/%d, %d local / %d global devices (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].device_kind,
+    )
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

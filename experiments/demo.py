@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     """Parses flags and runs the selected stages, printing a JSON summary per stage."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="output directory (one subdirectory per stage)")
-    parser.add_argument("--stages", default=",".join(name for name, _ in STAGES),
-                        help="comma-separated stages to run (default: all)")
+    parser.add_argument(
+        "--stages", default=",".join(name for name, _ in STAGES), help="comma-separated stages to run (default: all)"
+    )
     parser.add_argument("--config_arg", default=None, help="argument for configs/demo.py, e.g. steps=300")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -22,8 +22,15 @@ def _run_with_devices(code: str, devices: int, timeout: int = 120) -> str:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
@@ -31,8 +38,10 @@ def _run_with_devices(code: str, devices: int, timeout: int = 120) -> str:
 def _tree(seed: int):
     rng = np.random.default_rng(seed)
     return {
-        "encoder": {"kernel": rng.standard_normal((16, 32)).astype(np.float32),
-                    "bias": rng.standard_normal((32,)).astype(np.float32)},
+        "encoder": {
+            "kernel": rng.standard_normal((16, 32)).astype(np.float32),
+            "bias": rng.standard_normal((32,)).astype(np.float32),
+        },
         "head": {"kernel": rng.standard_normal((32, 8)).astype(np.float32)},
     }
 
@@ -48,17 +57,23 @@ def test_round_trip_keep_last_n_and_metadata(tmp_path):
     for step in range(1, 8):
         params = jax.tree.map(lambda x, s=step: jnp.asarray(x) * s, _tree(0))
         train_state = {"step": jnp.asarray(step, jnp.int32), "rng": jax.random.PRNGKey(step)}
-        manager.save(step, params, train_state, config={"run": "t", "step": step},
-                     data_state={"epoch": 0, "position": step * 3})
-    manager.save(7, params, train_state, config={"run": "t", "step": 7},
-                 data_state={"epoch": 0, "position": 21}, force=True)
+        manager.save(
+            step, params, train_state, config={"run": "t", "step": step}, data_state={"epoch": 0, "position": step * 3}
+        )
+    manager.save(
+        7, params, train_state, config={"run": "t", "step": 7}, data_state={"epoch": 0, "position": 21}, force=True
+    )
     manager.wait()
     # Saved on multiples of 2 plus the forced 7; only the newest 2 are kept.
     assert manager.all_steps() == [6, 7]
     p, ts, cfg, data = manager.restore(
-        6, _abstract(_tree(0), repl),
-        {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
-         "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)})
+        6,
+        _abstract(_tree(0), repl),
+        {
+            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
+            "rng": jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl),
+        },
+    )
     np.testing.assert_array_equal(p["head"]["kernel"], _tree(0)["head"]["kernel"] * 6)
     assert int(ts["step"]) == 6
     np.testing.assert_array_equal(ts["rng"], jax.random.PRNGKey(6))
@@ -84,7 +99,8 @@ def test_restore_params_partial_subtree(tmp_path):
 
 def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
     # Save with parameters FSDP-sharded 8 ways in a separate 8-device process.
-    out = _run_with_devices(f"""
+    out = _run_with_devices(
+        f"""
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import NamedSharding, PartitionSpec as P
         from xlsr_jax import checkpointing, sharding
@@ -101,14 +117,17 @@ def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
         m.save(5, params, {{"step": jnp.asarray(5)}}, config={{"devices": 8}}, data_state=[1, 2])
         m.close()
         print("saved")
-    """, devices=8)
+    """,
+        devices=8,
+    )
     assert "saved" in out
     mesh = sharding.create_mesh(devices=jax.devices()[:1])
     repl = sharding.replicated(mesh)
     manager = checkpointing.CheckpointManager(str(tmp_path), save_every_steps=1, keep=1)
     assert manager.latest_step() == 5
     params, _, cfg, data = manager.restore(
-        5, _abstract(_tree(2), repl), {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl)})
+        5, _abstract(_tree(2), repl), {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl)}
+    )
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(_tree(2))):
         assert got.sharding == repl
         np.testing.assert_array_equal(got, want)

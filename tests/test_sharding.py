@@ -43,7 +43,8 @@ def test_unknown_logical_axis_is_an_error():
 
 
 def test_no_large_parameter_replicated_and_batch_placement_on_8_devices():
-    out = run_with_devices("""
+    out = run_with_devices(
+        """
         import jax, jax.numpy as jnp, numpy as np, optax, flax.linen as nn
         from xlsr_jax import sharding
         from tests.test_sharding import _abstract_params
@@ -78,8 +79,11 @@ def test_no_large_parameter_replicated_and_batch_placement_on_8_devices():
         assert sharding.logical_to_sharding(P("embed", "mlp"), (6, 4), mesh).spec == P(None, "tensor")
         assert sharding.logical_to_sharding(P("embed", "mlp"), (8, 4), mesh).spec == P("fsdp", "tensor")
         print("ok")
-    """, devices=8, timeout=240)
+    """,
+        devices=8,
+        timeout=240,
+    )
     assert "ok" in out and "indivisible: batch['audio'] has local batch 6" in out
     for preset in ("base", "large", "xls_r_1b"):
-        line = next(l for l in out.splitlines() if l.startswith(preset + " params"))
+        line = next(row for row in out.splitlines() if row.startswith(preset + " params"))
         assert float(line.split()[-1]) > 0.99, line  # essentially every weight is split

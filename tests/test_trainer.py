@@ -35,22 +35,38 @@ def _final_params(path):
 
 def test_loss_falls_and_metrics_are_logged(tmp_path, jax_cache):
     workdir = str(tmp_path / "run")
-    run_with_devices(PRELUDE + f"""
+    run_with_devices(
+        PRELUDE
+        + f"""
 cfg = tiny_config(total_steps=24)
 cfg.eval.every_steps = 24
 cfg.eval.num_batches = 1
 trainer.train_and_evaluate(cfg, {workdir!r}, devices=jax.devices()[:1], input_builder=synthetic_builder())
-""", devices=1, cache_dir=jax_cache)
+""",
+        devices=1,
+        cache_dir=jax_cache,
+    )
     metrics = read_metrics(workdir)
     assert sorted(metrics) == list(range(1, 25))
     losses = np.array([metrics[s]["train/loss"] for s in range(1, 25)])
     assert np.all(np.isfinite(losses))
     assert losses[-4:].mean() < losses[:4].mean() - 0.05, losses
     last = metrics[24]
-    for key in ("train/loss", "train/contrastive_loss", "train/diversity_loss", "train/accuracy",
-                "train/code_perplexity", "train/prob_perplexity", "train/gumbel_temperature",
-                "train/lr", "train/grad_norm", "perf/audio_sec_per_sec", "perf/steps_per_sec",
-                "eval/loss", "eval/accuracy"):
+    for key in (
+        "train/loss",
+        "train/contrastive_loss",
+        "train/diversity_loss",
+        "train/accuracy",
+        "train/code_perplexity",
+        "train/prob_perplexity",
+        "train/gumbel_temperature",
+        "train/lr",
+        "train/grad_norm",
+        "perf/audio_sec_per_sec",
+        "perf/steps_per_sec",
+        "eval/loss",
+        "eval/accuracy",
+    ):
         assert key in last, key
     assert last["train/gumbel_temperature"] == pytest.approx(2.0 * 0.995**23, rel=1e-5)
     assert metrics[1]["train/lr"] == 0.0 and metrics[3]["train/lr"] == pytest.approx(2e-3)
@@ -62,7 +78,9 @@ trainer.train_and_evaluate(cfg, {workdir!r}, devices=jax.devices()[:1], input_bu
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, jax_cache):
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     from_ckpt = str(tmp_path / "from_checkpoint")
-    out = run_with_devices(PRELUDE + f"""
+    out = run_with_devices(
+        PRELUDE
+        + f"""
 cfg = tiny_config(total_steps=7)
 dev = jax.devices()[:1]
 trainer.train_and_evaluate(cfg, {straight!r}, devices=dev, input_builder=synthetic_builder())
@@ -78,7 +96,10 @@ state = trainer.train_and_evaluate(cfg0, {from_ckpt!r}, devices=dev, input_build
 want = checkpointing.read_params_numpy({straight!r} + "/checkpoints")
 same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want)))
 print("init_from_checkpoint", same, int(state.step), int(state.opt_state[1][0].count))
-""", devices=1, cache_dir=jax_cache)
+""",
+        devices=1,
+        cache_dir=jax_cache,
+    )
     assert "stopped_at 4" in out and "finished_at 7" in out
     assert "init_from_checkpoint True 0 0" in out
     a, b = _final_params(straight), _final_params(resumed)
@@ -98,7 +119,9 @@ def jax_leaves(tree):
 
 def test_nan_batch_is_skipped_and_persistent_nans_stop_the_run(tmp_path, jax_cache):
     skip, stop = str(tmp_path / "skip"), str(tmp_path / "stop")
-    out = run_with_devices(PRELUDE + f"""
+    out = run_with_devices(
+        PRELUDE
+        + f"""
 dev = jax.devices()[:1]
 cfg = tiny_config(total_steps=5)
 cfg.ckpt.every_steps = 1
@@ -110,7 +133,10 @@ try:
                                input_builder=synthetic_builder(nan_at=tuple(range(2, 100))))
 except trainer.NonFiniteTrainingError as e:
     print("STOPPED:", e)
-""", devices=1, cache_dir=jax_cache)
+""",
+        devices=1,
+        cache_dir=jax_cache,
+    )
     metrics = read_metrics(skip)
     assert np.isnan(metrics[3]["train/loss"])  # batch position 2 is step 3
     assert metrics[2]["train/skipped_steps"] == 0 and metrics[5]["train/skipped_steps"] == 1
@@ -133,7 +159,9 @@ except trainer.NonFiniteTrainingError as e:
 
 def test_eight_devices_match_one_and_checkpoint_moves_to_one_device(tmp_path, jax_cache):
     one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
-    out = run_with_devices(PRELUDE + f"""
+    out = run_with_devices(
+        PRELUDE
+        + f"""
 from xlsr_jax import sharding
 cfg = tiny_config(total_steps=4)
 trainer.train_and_evaluate(cfg, {one!r}, devices=jax.devices()[:1], input_builder=synthetic_builder())
@@ -146,7 +174,10 @@ print("kernel_spec", repr(kernel.sharding.spec), len(kernel.sharding.device_set)
 cfg.train.total_steps = 6
 state = trainer.train_and_evaluate(cfg, {eight!r}, devices=jax.devices()[:1], input_builder=synthetic_builder())
 print("resumed_to", int(state.step), len(state.params["project_q"]["kernel"].sharding.device_set))
-""", devices=8, cache_dir=jax_cache)
+""",
+        devices=8,
+        cache_dir=jax_cache,
+    )
     # The feed-forward kernel [embed, mlp] is split over fsdp on all 8 devices.
     assert "kernel_spec P('fsdp', 'tensor') 8" in out, out
     assert "resumed_to 6 1" in out

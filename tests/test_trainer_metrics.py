@@ -31,9 +31,14 @@ def test_codebook_collapse_warning():
     from xlsr_jax import trainer
     from xlsr_jax.models import get_preset
 
-    config = common.pretraining_config(model=get_preset("tiny").to_dict(), data=ml_collections.ConfigDict(),
-                                       total_steps=10, lr=1e-3, warmup_steps=1,
-                                       gumbel_temperature=(2.0, 0.5, 0.999))
+    config = common.pretraining_config(
+        model=get_preset("tiny").to_dict(),
+        data=ml_collections.ConfigDict(),
+        total_steps=10,
+        lr=1e-3,
+        warmup_steps=1,
+        gumbel_temperature=(2.0, 0.5, 0.999),
+    )
     task = trainer.create_task(config)
     num_codes = task.model_config.num_codevectors  # G x V = 64 for the tiny preset
     assert task.check_metrics({"train/code_perplexity": 0.5 * num_codes}) == []

@@ -23,14 +23,31 @@ def test_two_processes_train_and_checkpoint(tmp_path, tmp_path_factory):
     env["JAX_PLATFORMS"] = "cpu"
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # one device per process
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    common = [sys.executable, os.path.join(REPO, "train.py"),
-              "--config", os.path.join(REPO, "configs", "demo.py") + ":steps=4,batch=4",
-              "--workdir", workdir, "--config.train.log_every=1", "--config.ckpt.every_steps=2",
-              "--config.eval.every_steps=0", "--config.train.progress_bar=False",
-              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-    procs = [subprocess.Popen(common + [f"--process_id={i}"], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    common = [
+        sys.executable,
+        os.path.join(REPO, "train.py"),
+        "--config",
+        os.path.join(REPO, "configs", "demo.py") + ":steps=4,batch=4",
+        "--workdir",
+        workdir,
+        "--config.train.log_every=1",
+        "--config.ckpt.every_steps=2",
+        "--config.eval.every_steps=0",
+        "--config.train.progress_bar=False",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+    ]
+    procs = [
+        subprocess.Popen(
+            common + [f"--process_id={i}"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = []
     try:
         for p in procs:

@@ -51,8 +51,7 @@ def test_gumbel_temperature_matches_max_formula():
 
 
 def test_schedule_by_name_and_errors():
-    cfg = ml_collections.ConfigDict({"schedule": "polynomial_decay", "lr": 1.0, "warmup_steps": 2,
-                                     "total_steps": 4})
+    cfg = ml_collections.ConfigDict({"schedule": "polynomial_decay", "lr": 1.0, "warmup_steps": 2, "total_steps": 4})
     assert float(schedules.create_learning_rate_schedule(cfg)(1)) == pytest.approx(0.5)
     cfg.schedule = "constant"
     assert float(schedules.create_learning_rate_schedule(cfg)(7)) == 1.0
@@ -64,9 +63,18 @@ def test_schedule_by_name_and_errors():
 
 
 def test_optimizer_is_clipped_adamw_with_decoupled_decay():
-    optim = ml_collections.ConfigDict({
-        "name": "adamw", "lr": 0.1, "b1": 0.9, "b2": 0.98, "eps": 1e-6, "weight_decay": 0.01,
-        "clip_grad_norm": 1.0, "schedule": "constant"})
+    optim = ml_collections.ConfigDict(
+        {
+            "name": "adamw",
+            "lr": 0.1,
+            "b1": 0.9,
+            "b2": 0.98,
+            "eps": 1e-6,
+            "weight_decay": 0.01,
+            "clip_grad_norm": 1.0,
+            "schedule": "constant",
+        }
+    )
     tx, _ = trainer.create_optimizer(optim)
     params = {"w": jnp.array([1.0, -2.0])}
     grads = {"w": jnp.array([30.0, 40.0])}  # norm 50 -> clipped to norm 1: (0.6, 0.8)
@@ -92,13 +100,22 @@ def test_recipe_configs_load_and_tie_total_steps():
         xlsr_53,
     )
 
-    for module, lr in ((pretrain_base, 5e-4), (xlsr_53, 1e-3), (xls_r_300m, 5e-3), (xls_r_1b, 3e-4),
-                       (xls_r_2b, 3e-4)):
+    for module, lr in ((pretrain_base, 5e-4), (xlsr_53, 1e-3), (xls_r_300m, 5e-3), (xls_r_1b, 3e-4), (xls_r_2b, 3e-4)):
         config = module.get_config()
         assert config.optim.lr == lr
         assert config.optim.total_steps == config.train.total_steps
-        assert set(config.keys()) >= {"task", "model", "data", "train", "optim", "mesh", "sharding",
-                                      "ckpt", "eval", "init"}
+        assert set(config.keys()) >= {
+            "task",
+            "model",
+            "data",
+            "train",
+            "optim",
+            "mesh",
+            "sharding",
+            "ckpt",
+            "eval",
+            "init",
+        }
         config.train.total_steps = 123  # one FieldReference: the decay end follows
         assert config.optim.total_steps == 123
     assert xls_r_2b.get_config().mesh.fsdp == -1

@@ -21,8 +21,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class SyntheticAudio:
     """Deterministic, resumable batches of tone-plus-noise audio with some right padding."""
 
-    def __init__(self, batch_size: int, num_samples: int, seed: int, process_index: int,
-                 nan_at: tuple[int, ...] = (), sigterm_at: int | None = None):
+    def __init__(
+        self,
+        batch_size: int,
+        num_samples: int,
+        seed: int,
+        process_index: int,
+        nan_at: tuple[int, ...] = (),
+        sigterm_at: int | None = None,
+    ):
         self.batch_size, self.num_samples, self.seed = batch_size, num_samples, seed
         self.process_index, self.position = process_index, 0
         self.nan_at, self.sigterm_at = set(nan_at), sigterm_at
@@ -45,8 +52,7 @@ class SyntheticAudio:
 
             os.kill(os.getpid(), signal.SIGTERM)
         self.position += 1
-        return {"audio": audio, "padding_mask": padding,
-                "language": np.zeros(self.batch_size, np.int32)}
+        return {"audio": audio, "padding_mask": padding, "language": np.zeros(self.batch_size, np.int32)}
 
     def get_state(self):
         return {"position": self.position}
@@ -74,9 +80,14 @@ def tiny_config(total_steps: int = 6) -> ml_collections.ConfigDict:
 
     model = get_preset("tiny", feat_proj_dropout=0.0, feat_quantizer_dropout=0.0).to_dict()
     config = common.pretraining_config(
-        model=model, data=ml_collections.ConfigDict({"source": "synthetic"}),
-        total_steps=total_steps, lr=2e-3, warmup_steps=2, gumbel_temperature=(2.0, 0.5, 0.995),
-        clip_grad_norm=10.0)
+        model=model,
+        data=ml_collections.ConfigDict({"source": "synthetic"}),
+        total_steps=total_steps,
+        lr=2e-3,
+        warmup_steps=2,
+        gumbel_temperature=(2.0, 0.5, 0.995),
+        clip_grad_norm=10.0,
+    )
     # The schedule's length is fixed, not tied to total_steps: every test run then compiles
     # the same program and the persistent compilation cache serves all but the first.
     config.optim = ml_collections.ConfigDict(config.optim.to_dict())  # a copy without the tie
@@ -96,8 +107,11 @@ def compile_cache_env(cache_dir: str) -> dict[str, str]:
     The tiny model's train step takes tens of seconds to compile on a 2-core CPU; the runs of
     one test session (uninterrupted vs resumed, NaN, ...) compile identical programs.
     """
-    return {"JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    return {
+        "JAX_COMPILATION_CACHE_DIR": cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
 
 
 def read_metrics(workdir: str) -> dict[int, dict[str, float]]:
@@ -120,7 +134,14 @@ def run_with_devices(code: str, devices: int = 8, timeout: int = 600, cache_dir:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout

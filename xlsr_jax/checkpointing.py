@@ -53,8 +53,7 @@ def gather_json_across_processes(obj: Any) -> list[Any]:
     padded = np.zeros(int(lengths.max()), np.uint8)
     padded[: encoded.size] = encoded
     gathered = np.asarray(multihost_utils.process_allgather(padded))  # [processes, max_len]
-    return [json.loads(gathered[i, : lengths[i]].tobytes().decode("utf-8"))
-            for i in range(gathered.shape[0])]
+    return [json.loads(gathered[i, : lengths[i]].tobytes().decode("utf-8")) for i in range(gathered.shape[0])]
 
 
 class CheckpointManager:
@@ -144,12 +143,14 @@ class CheckpointManager:
         data_states = gather_json_across_processes(data_state)
         saved = self._manager.save(
             step,
-            args=ocp.args.Composite(**{
-                PARAMS: ocp.args.StandardSave(params),
-                TRAIN_STATE: ocp.args.StandardSave(train_state),
-                CONFIG: ocp.args.JsonSave(config),
-                DATA: ocp.args.JsonSave({"process_count": len(data_states), "states": data_states}),
-            }),
+            args=ocp.args.Composite(
+                **{
+                    PARAMS: ocp.args.StandardSave(params),
+                    TRAIN_STATE: ocp.args.StandardSave(train_state),
+                    CONFIG: ocp.args.JsonSave(config),
+                    DATA: ocp.args.JsonSave({"process_count": len(data_states), "states": data_states}),
+                }
+            ),
             force=True,  # the decision was made above; Orbax's policy is not consulted
         )
         return bool(saved)
@@ -167,12 +168,14 @@ class CheckpointManager:
         """
         restored = self._manager.restore(
             step,
-            args=ocp.args.Composite(**{
-                PARAMS: ocp.args.StandardRestore(abstract_params),
-                TRAIN_STATE: ocp.args.StandardRestore(abstract_train_state),
-                CONFIG: ocp.args.JsonRestore(),
-                DATA: ocp.args.JsonRestore(),
-            }),
+            args=ocp.args.Composite(
+                **{
+                    PARAMS: ocp.args.StandardRestore(abstract_params),
+                    TRAIN_STATE: ocp.args.StandardRestore(abstract_train_state),
+                    CONFIG: ocp.args.JsonRestore(),
+                    DATA: ocp.args.JsonRestore(),
+                }
+            ),
         )
         data = restored[DATA]
         data_state = None
@@ -182,7 +185,10 @@ class CheckpointManager:
             log.warning(
                 "checkpoint %d was written by %d processes, this run has %d: the input "
                 "pipeline positions cannot be mapped and the data stream restarts",
-                step, data["process_count"], jax.process_count())
+                step,
+                data["process_count"],
+                jax.process_count(),
+            )
         return restored[PARAMS], restored[TRAIN_STATE], restored[CONFIG], data_state
 
     def wait(self) -> None:
@@ -202,12 +208,16 @@ def _resolve_step_dir(path: str) -> str:
         return path
     if os.path.isdir(os.path.join(path, PARAMS)):
         return os.path.join(path, PARAMS)
-    steps = [int(name) for name in (os.listdir(path) if os.path.isdir(path) else [])
-             if name.isdigit() and os.path.isdir(os.path.join(path, name, PARAMS))]
+    steps = [
+        int(name)
+        for name in (os.listdir(path) if os.path.isdir(path) else [])
+        if name.isdigit() and os.path.isdir(os.path.join(path, name, PARAMS))
+    ]
     if not steps:
         raise FileNotFoundError(
             f"no checkpoint under {path!r}: expected <root>/<step>/{PARAMS} (a run's checkpoint "
-            f"directory), <step dir>/{PARAMS}, or a {PARAMS} directory")
+            f"directory), <step dir>/{PARAMS}, or a {PARAMS} directory"
+        )
     return os.path.join(path, str(max(steps)), PARAMS)
 
 
@@ -227,8 +237,7 @@ def restore_params(path: str, abstract_params: Any, *, partial: bool = True) -> 
     with ocp.PyTreeCheckpointer() as checkpointer:
         return checkpointer.restore(
             params_dir,
-            args=ocp.args.PyTreeRestore(
-                item=abstract_params, restore_args=restore_args, partial_restore=partial),
+            args=ocp.args.PyTreeRestore(item=abstract_params, restore_args=restore_args, partial_restore=partial),
         )
 
 

@@ -56,8 +56,15 @@ def _format(value: float) -> str:
 class MetricWriter:
     """Writes scalar metrics to TensorBoard and the console, and drives a progress bar."""
 
-    def __init__(self, logdir: str, *, total_steps: int, initial_step: int = 0,
-                 progress_bar: bool = True, jsonl_path: str | None = None):
+    def __init__(
+        self,
+        logdir: str,
+        *,
+        total_steps: int,
+        initial_step: int = 0,
+        progress_bar: bool = True,
+        jsonl_path: str | None = None,
+    ):
         """Opens the event file (process 0 only) and the progress bar.
 
         Args:
@@ -82,8 +89,9 @@ class MetricWriter:
         if progress_bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step",
-                             dynamic_ncols=True, file=sys.stderr, desc="train")
+            self._bar = tqdm(
+                total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, file=sys.stderr, desc="train"
+            )
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         """Writes namespaced scalars (e.g. `train/loss`) at `step` to TensorBoard and the log."""

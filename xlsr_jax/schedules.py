@@ -127,15 +127,20 @@ def create_learning_rate_schedule(optim_cfg: Any) -> Schedule:
     name = optim_cfg.schedule
     if name == "polynomial_decay":
         return polynomial_decay(
-            optim_cfg.lr, optim_cfg.warmup_steps, optim_cfg.total_steps,
-            end_lr=optim_cfg.get("end_lr", 0.0), power=optim_cfg.get("power", 1.0),
+            optim_cfg.lr,
+            optim_cfg.warmup_steps,
+            optim_cfg.total_steps,
+            end_lr=optim_cfg.get("end_lr", 0.0),
+            power=optim_cfg.get("power", 1.0),
         )
     if name == "tri_stage":
         return tri_stage(
-            optim_cfg.lr, optim_cfg.total_steps, tuple(optim_cfg.phase_ratio),
-            init_lr_scale=optim_cfg.init_lr_scale, final_lr_scale=optim_cfg.final_lr_scale,
+            optim_cfg.lr,
+            optim_cfg.total_steps,
+            tuple(optim_cfg.phase_ratio),
+            init_lr_scale=optim_cfg.init_lr_scale,
+            final_lr_scale=optim_cfg.final_lr_scale,
         )
     if name == "constant":
         return constant(optim_cfg.lr)
-    raise ValueError(f"unknown learning-rate schedule {name!r} "
-                     "(expected polynomial_decay, tri_stage or constant)")
+    raise ValueError(f"unknown learning-rate schedule {name!r} (expected polynomial_decay, tri_stage or constant)")

@@ -42,8 +42,7 @@ ACT_EMBED = "act_embed"
 ACT_HEADS = "act_heads"
 ACT_MLP = "act_mlp"
 
-PARAM_AXES = (EMBED, MLP, HEADS, KV, CONV_IN, CONV_OUT, CONV_WIDTH, CODEVECTORS, CODEVECTOR_DIM,
-              VOCAB, LAYERS, NORM)
+PARAM_AXES = (EMBED, MLP, HEADS, KV, CONV_IN, CONV_OUT, CONV_WIDTH, CODEVECTORS, CODEVECTOR_DIM, VOCAB, LAYERS, NORM)
 ACTIVATION_AXES = (ACT_BATCH, ACT_SAMPLES, ACT_TIME, ACT_EMBED, ACT_HEADS, ACT_MLP)
 
 
@@ -76,9 +75,7 @@ def logical_axis_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]
     )
 
 
-def create_mesh(
-    data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
-) -> Mesh:
+def create_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Builds a (data, fsdp, tensor) mesh over all devices; one size may be -1 (the rest).
 
     Args:
@@ -97,8 +94,7 @@ def create_mesh(
             raise ValueError(f"{len(devices)} devices cannot be split into mesh {sizes}")
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
-                         f"have {len(devices)}")
+        raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, have {len(devices)}")
     try:
         device_array = mesh_utils.create_device_mesh(sizes, devices=devices)
     except (AssertionError, ValueError, NotImplementedError):
@@ -152,7 +148,8 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
         if value.shape[0] % local_devices:
             raise ValueError(
                 f"batch[{key!r}] has local batch {value.shape[0]}, not divisible by the "
-                f"{local_devices} local devices of the mesh")
+                f"{local_devices} local devices of the mesh"
+            )
         global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
         out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out
@@ -240,8 +237,7 @@ def logical_axes_used(abstract_boxed_tree) -> set[str]:
     return names
 
 
-def replicated_parameters(params, shardings, min_size: int = 2**16,
-                          logical_specs=None) -> list[tuple[str, tuple]]:
+def replicated_parameters(params, shardings, min_size: int = 2**16, logical_specs=None) -> list[tuple[str, tuple]]:
     """Lists parameters of at least `min_size` elements that are fully replicated.
 
     FSDP only saves memory if the large tensors are actually split; a missing or
@@ -260,8 +256,7 @@ def replicated_parameters(params, shardings, min_size: int = 2**16,
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     flat_shardings = jax.tree.leaves(shardings)
     is_spec = lambda x: isinstance(x, jax.sharding.PartitionSpec)
-    flat_specs = (jax.tree.leaves(logical_specs, is_leaf=is_spec) if logical_specs is not None
-                  else [None] * len(flat))
+    flat_specs = jax.tree.leaves(logical_specs, is_leaf=is_spec) if logical_specs is not None else [None] * len(flat)
     for (path, leaf), sharding, spec in zip(flat, flat_shardings, flat_specs):
         size = int(np.prod(leaf.shape))
         if spec is not None and LAYERS in tuple(spec):

@@ -72,8 +72,13 @@ class TrainState:
 
     def rest(self) -> dict[str, PyTree]:
         """The non-parameter part, as saved in a checkpoint's `train_state` item."""
-        return {"step": self.step, "opt_state": self.opt_state, "rng": self.rng,
-                "num_skipped": self.num_skipped, "bad_streak": self.bad_streak}
+        return {
+            "step": self.step,
+            "opt_state": self.opt_state,
+            "rng": self.rng,
+            "num_skipped": self.num_skipped,
+            "bad_streak": self.bad_streak,
+        }
 
     @classmethod
     def from_parts(cls, params: PyTree, rest: Mapping[str, PyTree]) -> TrainState:
@@ -101,8 +106,9 @@ class Task(Protocol):
     def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
         """Parameters, still boxed with their logical axis names (nn.LogicallyPartitioned)."""
 
-    def loss(self, params: PyTree, batch: Batch, rng: jax.Array,
-             num_updates: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(
+        self, params: PyTree, batch: Batch, rng: jax.Array, num_updates: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Training-mode loss (float32 scalar) and float32 scalar metrics (un-prefixed names)."""
 
     def eval_metrics(self, params: PyTree, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
@@ -135,15 +141,19 @@ class PretrainTask:
         self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
         self.model = Wav2Vec2ForPreTraining(self.model_config)
         self.temperature = schedules.gumbel_temperature(
-            config.train.gumbel_max_temperature, config.train.gumbel_min_temperature,
-            config.train.gumbel_temperature_decay)
+            config.train.gumbel_max_temperature,
+            config.train.gumbel_min_temperature,
+            config.train.gumbel_temperature_decay,
+        )
         self.collapse_fraction = config.train.codebook_collapse_fraction
         self.init_samples = config.train.init_num_samples
 
     def example_batch(self) -> dict[str, np.ndarray]:
         """One second-ish of silence; parameter shapes do not depend on the length."""
-        return {"audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-                "padding_mask": np.zeros((1, self.init_samples), bool)}
+        return {
+            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+            "padding_mask": np.zeros((1, self.init_samples), bool),
+        }
 
     def _rngs(self, rng: jax.Array) -> dict[str, jax.Array]:
         return {name: jax.random.fold_in(rng, i) for i, name in enumerate(("dropout", "gumbel", "mask"))}
@@ -151,8 +161,9 @@ class PretrainTask:
     def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
         """Boxed parameters of Wav2Vec2ForPreTraining."""
         rngs = {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))}
-        variables = self.model.init(rngs, jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]),
-                                    deterministic=True)
+        variables = self.model.init(
+            rngs, jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]), deterministic=True
+        )
         return variables["params"]
 
     def loss(self, params, batch, rng, num_updates):
@@ -160,9 +171,14 @@ class PretrainTask:
         from xlsr_jax import losses
 
         temperature = self.temperature(num_updates)
-        out = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],  # [B, S]
-                               gumbel_temperature=temperature, deterministic=False,
-                               rngs=self._rngs(rng))
+        out = self.model.apply(
+            {"params": params},
+            batch["audio"],
+            batch["padding_mask"],  # [B, S]
+            gumbel_temperature=temperature,
+            deterministic=False,
+            rngs=self._rngs(rng),
+        )
         loss, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
         metrics["gumbel_temperature"] = temperature
         return loss, metrics
@@ -171,8 +187,9 @@ class PretrainTask:
         """Deterministic loss on held-out audio (masks and distractors drawn from a fixed key)."""
         from xlsr_jax import losses
 
-        out = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],
-                               deterministic=True, rngs=self._rngs(rng))
+        out = self.model.apply(
+            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=True, rngs=self._rngs(rng)
+        )
         _, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
         return metrics
 
@@ -181,10 +198,14 @@ class PretrainTask:
         num_codes = self.model_config.num_codevectors
         perplexity = metrics.get("train/code_perplexity")
         if perplexity is not None and perplexity < self.collapse_fraction * num_codes:
-            return [(f"codebook collapse: code perplexity {perplexity:.1f} is below "
+            return [
+                (
+                    f"codebook collapse: code perplexity {perplexity:.1f} is below "
                     f"{self.collapse_fraction:.0%} of the {num_codes} codevectors (G x V); the "
                     "quantizer uses few entries. Usual remedies: raise diversity_loss_weight, keep "
-                    "the Gumbel temperature higher for longer, lower the learning rate.")]
+                    "the Gumbel temperature higher for longer, lower the learning rate."
+                )
+            ]
         return []
 
 
@@ -223,8 +244,9 @@ def create_optimizer(optim_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradie
     parts = []
     if optim_cfg.clip_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(optim_cfg.clip_grad_norm))
-    parts.append(optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                             weight_decay=optim_cfg.weight_decay))
+    parts.append(
+        optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay)
+    )
     return optax.chain(*parts), lr
 
 
@@ -323,15 +345,18 @@ def _flops_per_step(compiled) -> float:
 
 def _abstract_batch(batch: Batch, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     shards = sharding.batch_sharding(mesh)
-    return {k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + v.shape[1:], v.dtype,
-                                    sharding=shards) for k, v in batch.items()}
+    return {
+        k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + v.shape[1:], v.dtype, sharding=shards)
+        for k, v in batch.items()
+    }
 
 
 def _default_input_builder(data_cfg, *, split, task, process_index, process_count):
     import data_pipelines  # the input pipeline is only needed when training on real data
 
-    return data_pipelines.build_input(data_cfg, split=split, task=task, process_index=process_index,
-                                      process_count=process_count)
+    return data_pipelines.build_input(
+        data_cfg, split=split, task=task, process_index=process_index, process_count=process_count
+    )
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -380,16 +405,22 @@ def train_and_evaluate(
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
     rules = sharding.logical_axis_rules()
     if config.sharding.get("logical_axis_rules"):
-        overrides = {name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
-                     for name, ax in config.sharding.logical_axis_rules}
+        overrides = {
+            name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
+            for name, ax in config.sharding.logical_axis_rules
+        }
         rules = tuple((name, overrides.pop(name, ax)) for name, ax in rules) + tuple(overrides.items())
     repl = sharding.replicated(mesh)
     log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size, jax.process_count())
 
     # --- Input.
-    train_iter = input_builder(config.data, split=config.data.get("train_split", "train"),
-                               task=task.data_task, process_index=jax.process_index(),
-                               process_count=jax.process_count())
+    train_iter = input_builder(
+        config.data,
+        split=config.data.get("train_split", "train"),
+        task=task.data_task,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
 
     # --- Sharded state: derived from logical annotations, built directly in place.
     example = task.example_batch()
@@ -397,25 +428,31 @@ def train_and_evaluate(
     def init_boxed(rng):
         params_rng, state_rng = jax.random.split(rng)
         params = task.init_params(params_rng, example)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          rng=state_rng, num_skipped=jnp.zeros((), jnp.int32),
-                          bad_streak=jnp.zeros((), jnp.int32))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=state_rng,
+            num_skipped=jnp.zeros((), jnp.int32),
+            bad_streak=jnp.zeros((), jnp.int32),
+        )
 
     seed_key = jax.random.PRNGKey(config.train.seed)
     tracing = lambda: sharding.mesh_rules_context(mesh, rules)
     with tracing():
         abstract_boxed = jax.eval_shape(init_boxed, seed_key)
     state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  nn.unbox(abstract_boxed), state_sharding)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
+    )
 
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    manager = checkpointing.CheckpointManager(ckpt_dir, save_every_steps=config.ckpt.every_steps,
-                                              keep=config.ckpt.keep, async_save=config.ckpt.async_save)
+    manager = checkpointing.CheckpointManager(
+        ckpt_dir, save_every_steps=config.ckpt.every_steps, keep=config.ckpt.keep, async_save=config.ckpt.async_save
+    )
     latest = manager.latest_step()
     if latest is not None:
-        params, rest, saved_config, data_state = manager.restore(
-            latest, abstract_state.params, abstract_state.rest())
+        params, rest, saved_config, data_state = manager.restore(latest, abstract_state.params, abstract_state.rest())
         state = TrainState.from_parts(params, rest)
         if saved_config.get("model") != resolved_config.get("model"):
             log.warning("the model config differs from the one in checkpoint %d", latest)
@@ -427,17 +464,18 @@ def train_and_evaluate(
         with tracing():
             state = init(seed_key)
         if config.init.checkpoint:
-            params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params,
-                                                  partial=True)
+            params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params, partial=True)
             state = state.replace(params=params)
             log.info("initialised parameters from %s", config.init.checkpoint)
 
     # --- Compiled steps (one executable per distinct batch shape: buckets, not batches).
-    train_step = jax.jit(make_train_step(task, tx, lr_schedule),
-                         in_shardings=(state_sharding, None), out_shardings=(state_sharding, repl),
-                         donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(task), in_shardings=(state_sharding.params, None, repl),
-                        out_shardings=repl)
+    train_step = jax.jit(
+        make_train_step(task, tx, lr_schedule),
+        in_shardings=(state_sharding, None),
+        out_shardings=(state_sharding, repl),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(make_eval_step(task), in_shardings=(state_sharding.params, None, repl), out_shardings=repl)
     compiled: dict[Any, tuple[Any, float]] = {}
 
     def compiled_train_step(batch_host: Batch):
@@ -446,13 +484,21 @@ def train_and_evaluate(
             with tracing():
                 exe = train_step.lower(abstract_state, _abstract_batch(batch_host, mesh)).compile()
             compiled[key] = (exe, _flops_per_step(exe))
-            log.info("compiled train step for batch %s (%.3g FLOPs/device/step)",
-                     {k: v.shape for k, v in batch_host.items()}, compiled[key][1])
+            log.info(
+                "compiled train step for batch %s (%.3g FLOPs/device/step)",
+                {k: v.shape for k, v in batch_host.items()},
+                compiled[key][1],
+            )
         return compiled[key]
 
     def run_eval(params) -> dict[str, float]:
-        eval_iter = input_builder(config.data, split=config.eval.split, task=task.data_task,
-                                  process_index=jax.process_index(), process_count=jax.process_count())
+        eval_iter = input_builder(
+            config.data,
+            split=config.eval.split,
+            task=task.data_task,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
         sums: dict[str, float] = {}
         count = 0
         for i in range(config.eval.num_batches):
@@ -471,9 +517,13 @@ def train_and_evaluate(
 
     # --- Loop.
     step = int(jax.device_get(state.step))
-    writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"), total_steps=total_steps,
-                                      initial_step=step, progress_bar=config.train.progress_bar,
-                                      jsonl_path=os.path.join(workdir, "metrics.jsonl"))
+    writer = metrics_lib.MetricWriter(
+        os.path.join(workdir, "tensorboard"),
+        total_steps=total_steps,
+        initial_step=step,
+        progress_bar=config.train.progress_bar,
+        jsonl_path=os.path.join(workdir, "metrics.jsonl"),
+    )
     peak_flops = metrics_lib.peak_flops_per_device(config.train.peak_flops_per_device)
     watcher = _PreemptionWatcher(manager)
     max_bad = config.train.max_consecutive_bad_steps
@@ -493,7 +543,8 @@ def train_and_evaluate(
                 f"{streak} consecutive steps (up to step {step}) had a non-finite loss or gradient; "
                 f"their updates were skipped and training stops. The last checkpoint "
                 f"(step {last_good}) holds the last good parameters. Look for NaN/inf or silent "
-                "audio in the data, lower optim.lr, or use float32.")
+                "audio in the data, lower optim.lr, or use float32."
+            )
 
     saved_steps = set(manager.all_steps())
 
@@ -501,8 +552,9 @@ def train_and_evaluate(
         if step in saved_steps or (not force and not manager.should_save(step)):
             return False
         check_bad_streak()  # never write a checkpoint from a run that is failing
-        saved = manager.save(step, state.params, state.rest(), config=resolved_config,
-                             data_state=train_iter.get_state(), force=force)
+        saved = manager.save(
+            step, state.params, state.rest(), config=resolved_config, data_state=train_iter.get_state(), force=force
+        )
         if saved:
             saved_steps.add(step)
         return saved
