@@ -1,0 +1,120 @@
+"""Shared builder for the fine-tuning recipes (CTC speech recognition, language ID).
+
+The recipe is fairseq's wav2vec 2.0 / XLSR fine-tuning (`examples/wav2vec/config/finetuning/
+vox_*.yaml`, the LARGE models), which the XLS-R paper (Babu et al., 2021, §4) applies to every
+downstream ASR set, tuning the learning rate and masking per set:
+
+* CTC criterion with `sentence_avg: true`, `zero_infinity: true`;
+* Adam, betas (0.9, 0.98), eps 1e-8, no weight decay, no gradient clipping (fairseq defaults);
+* tri-stage learning rate: phase_ratio (0.1, 0.4, 0.5), init_lr_scale 0.01, final_lr_scale 0.05;
+* feature encoder frozen (`feature_grad_mult: 0.0`), the rest frozen for the first
+  `freeze_finetune_updates` (10000 in every vox_* recipe), only the head trains then;
+* time masking (mask_prob 0.5-0.75, length 10), channel masking (mask_channel_prob 0.25-0.5,
+  length 64), LayerDrop 0.1, activation dropout 0.1; fairseq's fine-tuning model defaults
+  (`Wav2Vec2AsrConfig`) turn the other dropouts off: dropout 0, attention_dropout 0,
+  dropout_input 0, final_dropout 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from configs import common
+
+
+def finetune_config(
+    *,
+    task: str,
+    model: dict[str, Any],
+    data: ml_collections.ConfigDict,
+    total_steps: int,
+    lr: float,
+    freeze_finetune_updates: int,
+    init_checkpoint: str = "",
+) -> ml_collections.ConfigDict:
+    """A complete fine-tuning config (sections as the pretraining configs, plus `finetune`).
+
+    Args:
+      task: "ctc" or "lid".
+      model: `Wav2Vec2Config.to_dict()` with the recipe's regularisation already applied (the
+        architecture must match the checkpoint in `init.checkpoint`); see `finetune_model`.
+      data: input config; for "lid" `data.languages` fixes the class order.
+      total_steps: updates (fairseq max_update); the tri-stage schedule spans them.
+      lr: peak learning rate.
+      freeze_finetune_updates: updates with the pretrained model frozen (only the head trains).
+      init_checkpoint: pretrained checkpoint (run, step or exported directory).
+    Returns:
+      ConfigDict.
+    """
+    config = common.pretraining_config(model=model, data=data, total_steps=total_steps, lr=lr,
+                                       warmup_steps=0, gumbel_temperature=(2.0, 0.5, 0.999995))
+    config.task = task  # xlsr_jax.tasks: "ctc" (Wav2Vec2ForCTC) or "lid" (sequence classification)
+
+    # fairseq adam for fine-tuning: eps 1e-8, no weight decay, no clipping.
+    config.optim.eps = 1e-8
+    config.optim.weight_decay = 0.0
+    config.optim.clip_grad_norm = 0.0
+    config.optim.schedule = "tri_stage"  # warmup / hold / exponential decay
+    config.optim.phase_ratio = (0.1, 0.4, 0.5)  # fractions of total_steps per stage
+    config.optim.init_lr_scale = 0.01  # warmup starts at lr * this
+    config.optim.final_lr_scale = 0.05  # decay ends at lr * this
+    del config.optim.warmup_steps, config.optim.end_lr, config.optim.power  # polynomial_decay only
+
+    # The Gumbel temperature belongs to pretraining; fine-tuning models have no quantizer.
+    del config.train.gumbel_max_temperature, config.train.gumbel_min_temperature
+    del config.train.gumbel_temperature_decay, config.train.codebook_collapse_fraction
+
+    config.finetune = ml_collections.ConfigDict()
+    # Updates during which the whole pretrained model is frozen and only the new head trains
+    # (fairseq freeze_finetune_updates). The feature encoder stays frozen for the whole run when
+    # model.feature_grad_mult is 0 (fairseq feature_grad_mult: 0.0).
+    config.finetune.freeze_finetune_updates = freeze_finetune_updates
+    # Reference/hypothesis pairs per language kept in each JSON eval report (ctc).
+    config.finetune.report_examples = 4
+
+    config.eval.split = "dev"  # WER/CER (ctc) or accuracy (lid) on this split at every eval
+    config.eval.num_batches = 1000  # the whole dev split of the usual corpora
+    config.init.checkpoint = init_checkpoint  # the pretrained model to fine-tune ("" = from scratch)
+    return config
+
+
+def finetune_model(preset: str, *, mask_time_prob: float, mask_feature_prob: float,
+                   mask_feature_length: int = 64, layerdrop: float = 0.1, **overrides: Any) -> dict[str, Any]:
+    """A preset with fairseq's fine-tuning regularisation (see module docstring).
+
+    Args:
+      preset: `xlsr_jax.models.get_preset` name (must match the pretrained checkpoint).
+      mask_time_prob, mask_feature_prob, mask_feature_length, layerdrop: the recipe's values.
+      overrides: any other Wav2Vec2Config fields (vocab_size, num_labels, ...).
+    """
+    from xlsr_jax.models import get_preset
+
+    fields = dict(
+        feature_grad_mult=0.0,  # frozen feature encoder
+        mask_time_prob=mask_time_prob,
+        mask_time_length=10,
+        mask_time_min_masks=2,
+        mask_feature_prob=mask_feature_prob,
+        mask_feature_length=mask_feature_length,
+        layerdrop=layerdrop,
+        activation_dropout=0.1,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+    )
+    fields.update(overrides)
+    return get_preset(preset, **fields).to_dict()
+
+
+def ctc_vocab_size(data: ml_collections.ConfigDict) -> int:
+    """Size of the CTC vocabulary the input pipeline will use for `data` (0 if its corpus is
+    absent: the task then asks for --config.model.vocab_size)."""
+    import data_pipelines
+
+    try:
+        return len(data_pipelines.build_vocabulary(data))
+    except (FileNotFoundError, OSError, ValueError):
+        return 0

@@ -1,0 +1,175 @@
+"""CTC fine-tuning (speech recognition): `config.task = "ctc"`.
+
+The model is `Wav2Vec2ForCTC`: the pretrained encoder plus a linear head over a character
+vocabulary (`data_pipelines.Vocabulary`: one shared multilingual vocabulary built from the train
+transcripts, or `data.vocabulary.path`). The loss is fairseq's `ctc` criterion with
+`sentence_avg: true` and `zero_infinity: true`: the mean over utterances of each utterance's CTC
+loss. Evaluation decodes greedily and reports WER and CER per language (TensorBoard through the
+trainer, and a JSON report per evaluation under `<workdir>/eval/`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from xlsr_jax import decoding, trainer
+from xlsr_jax.tasks import common
+
+
+def resolve_languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
+    """Language codes in the input pipeline's id order (`data.languages`, else the train split's)."""
+    if data_cfg.languages:
+        return list(data_cfg.languages)
+    from data_pipelines import pipeline
+
+    # The same rule the pipeline applies (sorted languages of the train split's sources).
+    return pipeline._languages(data_cfg, lambda: pipeline._load_sources(data_cfg, "train"))
+
+
+def vocabulary_for(data_cfg: ml_collections.ConfigDict):
+    """The CTC vocabulary of a data config (what the input pipeline encodes labels with)."""
+    import data_pipelines
+
+    return data_pipelines.build_vocabulary(data_cfg)
+
+
+class CtcTask:
+    """Fine-tunes `Wav2Vec2ForCTC` with the CTC loss; evaluates with greedy decoding."""
+
+    data_task = "ctc"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        """Builds the vocabulary from `config.data`, the model from `config.model`.
+
+        Raises:
+          ValueError: `config.model.vocab_size` differs from the vocabulary's size (set it, or
+            `data.vocabulary.path`, so checkpoints describe their own head).
+        """
+        from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForCTC
+
+        self.vocabulary = vocabulary_for(config.data)
+        self.languages = resolve_languages(config.data)
+        self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
+        if self.model_config.vocab_size != len(self.vocabulary):
+            raise ValueError(
+                f"config.model.vocab_size is {self.model_config.vocab_size} but the vocabulary of "
+                f"config.data has {len(self.vocabulary)} tokens; pass "
+                f"--config.model.vocab_size={len(self.vocabulary)} (configs/finetune/* compute it)")
+        if self.model_config.pad_token_id != self.vocabulary.blank_id:
+            raise ValueError("model.pad_token_id must be the vocabulary's blank id (0)")
+        self.model = Wav2Vec2ForCTC(self.model_config)
+        self.freeze_updates = int(config.finetune.freeze_finetune_updates)
+        self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
+        self.init_samples = config.train.init_num_samples
+        self.report_examples = int(config.finetune.get("report_examples", 4))
+
+    # --- Trainer interface.
+
+    def create_optimizer(self, optim_cfg):
+        """Adam with the frozen feature encoder and the initial Transformer freeze."""
+        return common.finetune_optimizer(optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder,
+                                         freeze_updates=self.freeze_updates)
+
+    def restore_init_params(self, path, abstract_params, fresh_params):
+        """Pretrained encoder from `path`, fresh CTC head (`common.restore_init_params`)."""
+        return common.restore_init_params(path, abstract_params, fresh_params)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """Silence; parameter shapes do not depend on its length."""
+        return {"audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+                "padding_mask": np.zeros((1, self.init_samples), bool)}
+
+    @staticmethod
+    def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
+        return {"dropout": jax.random.fold_in(rng, 0), "mask": jax.random.fold_in(rng, 1)}
+
+    def init_params(self, rng, batch):
+        """Boxed parameters of Wav2Vec2ForCTC."""
+        variables = self.model.init({"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
+                                    jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]),
+                                    deterministic=True)
+        return variables["params"]
+
+    def _loss(self, params, batch, rng, deterministic: bool):
+        from xlsr_jax import losses
+
+        logits, frame_padding = self.model.apply(  # [B, T, vocab], [B, T]
+            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=deterministic,
+            rngs=self._rngs(rng))
+        per_seq, _ = losses.ctc_loss(logits, frame_padding, batch["labels"], batch["label_padding"],
+                                     blank_id=self.vocabulary.blank_id)
+        return common.weighted_mean(per_seq, common.row_weights(batch))
+
+    def loss(self, params, batch, rng, num_updates):
+        """Mean CTC loss per utterance with dropout, LayerDrop, time and channel masking."""
+        encoder_frozen = num_updates < self.freeze_updates
+        if self.freeze_updates > 0:
+            params = common.stop_encoder_gradient(params, encoder_frozen)
+        loss = self._loss(params, batch, rng, deterministic=False)
+        return loss, {"ctc_loss": loss, "encoder_frozen": encoder_frozen.astype(jnp.float32)}
+
+    def eval_metrics(self, params, batch, rng):
+        """Deterministic CTC loss."""
+        return {"ctc_loss": self._loss(params, batch, rng, deterministic=True)}
+
+    def eval_outputs(self, params, batch):
+        """Greedy per-frame ids (int32 [batch, frames], blank at padding) for host decoding."""
+        logits, frame_padding = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],
+                                                 deterministic=True)
+        return {"ids": decoding.greedy_ids(logits, frame_padding, self.vocabulary.blank_id)}
+
+    def eval_report(self, records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+                    step: int, workdir: str | None) -> dict[str, float]:
+        """WER/CER overall and per language; writes `<workdir>/eval/ctc_<step>.json` when given."""
+        report = ctc_report(records, self.vocabulary, self.languages, self.report_examples)
+        if workdir:
+            path = os.path.join(workdir, "eval", f"ctc_{step}.json")
+            decoding.write_report(path, report["counts"], step=step, examples=report["examples"])
+        return report["metrics"]
+
+    def check_metrics(self, metrics):
+        """No host-side warnings for CTC."""
+        del metrics
+        return []
+
+
+def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int = 4) -> dict[str, Any]:
+    """Decodes eval records and scores them.
+
+    Args:
+      records: (host batch with labels/label_padding/language/valid, {"ids": [B, T]}) pairs.
+      vocabulary: the CTC vocabulary.
+      languages: language codes by id.
+      num_examples: reference/hypothesis pairs kept per language for the report.
+    Returns:
+      {"metrics": {"wer", "cer", "wer/<lang>", "cer/<lang>"}, "counts": {lang: ErrorCounts},
+       "examples": [{"language", "reference", "hypothesis"}]}.
+    """
+    refs, hyps, langs = [], [], []
+    for batch, out in records:
+        keep = common.host_valid(batch)
+        refs += [r for r, k in zip(decoding.label_texts(batch["labels"], batch["label_padding"], vocabulary), keep) if k]
+        hyps += [h for h, k in zip(decoding.greedy_decode(out["ids"], vocabulary), keep) if k]
+        langs += [languages[int(i)] for i, k in zip(batch["language"], keep) if k]
+    counts = decoding.error_rates_by_language(refs, hyps, langs)
+    metrics = {"wer": counts["all"].wer, "cer": counts["all"].cer}
+    for lang, c in counts.items():
+        if lang != "all":
+            metrics[f"wer/{lang}"] = c.wer
+            metrics[f"cer/{lang}"] = c.cer
+    examples, seen = [], {}
+    for r, h, lang in zip(refs, hyps, langs):
+        if seen.get(lang, 0) < num_examples:
+            seen[lang] = seen.get(lang, 0) + 1
+            examples.append({"language": lang, "reference": r, "hypothesis": h})
+    return {"metrics": metrics, "counts": counts, "examples": examples}
+
+
+trainer.register_task("ctc", CtcTask)

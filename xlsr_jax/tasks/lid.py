@@ -1,0 +1,141 @@
+"""Language identification: `config.task = "lid"`, the third XLS-R downstream task.
+
+The model is `Wav2Vec2ForSequenceClassification`: the pretrained encoder, a projection, mean
+pooling over valid frames and a linear classifier over `data.languages` (label = the batch's
+"language" id). Trained with cross-entropy; evaluation reports accuracy overall and per language
+(TensorBoard) and a JSON report with the confusion matrix under `<workdir>/eval/`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from xlsr_jax import trainer
+from xlsr_jax.tasks import common
+
+
+class LidTask:
+    """Fine-tunes `Wav2Vec2ForSequenceClassification` on utterance language labels."""
+
+    data_task = "lid"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        """Builds the classifier over `config.data.languages`.
+
+        Raises:
+          ValueError: `data.languages` is empty (the label order must be fixed in the config so a
+            checkpoint's classes stay meaningful) or differs in length from `model.num_labels`.
+        """
+        from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
+
+        self.languages = list(config.data.languages)
+        if not self.languages:
+            raise ValueError("task 'lid' needs config.data.languages (the class order)")
+        self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
+        if self.model_config.num_labels != len(self.languages):
+            raise ValueError(f"config.model.num_labels is {self.model_config.num_labels} but "
+                             f"config.data.languages has {len(self.languages)} entries")
+        self.model = Wav2Vec2ForSequenceClassification(self.model_config)
+        self.freeze_updates = int(config.finetune.freeze_finetune_updates)
+        self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
+        self.init_samples = config.train.init_num_samples
+
+    def create_optimizer(self, optim_cfg):
+        """Adam with the frozen feature encoder and the initial encoder freeze."""
+        return common.finetune_optimizer(optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder,
+                                         freeze_updates=self.freeze_updates)
+
+    def restore_init_params(self, path, abstract_params, fresh_params):
+        """Pretrained encoder from `path`, fresh projector and classifier."""
+        return common.restore_init_params(path, abstract_params, fresh_params)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """Silence; parameter shapes do not depend on its length."""
+        return {"audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+                "padding_mask": np.zeros((1, self.init_samples), bool)}
+
+    @staticmethod
+    def _rngs(rng):
+        return {"dropout": jax.random.fold_in(rng, 0), "mask": jax.random.fold_in(rng, 1)}
+
+    def init_params(self, rng, batch):
+        """Boxed parameters of Wav2Vec2ForSequenceClassification."""
+        variables = self.model.init({"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
+                                    jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]),
+                                    deterministic=True)
+        return variables["params"]
+
+    def _metrics(self, params, batch, rng, deterministic):
+        logits = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],  # [B, labels]
+                                  deterministic=deterministic, rngs=self._rngs(rng))
+        weights = common.row_weights(batch)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["language"])
+        loss = common.weighted_mean(nll, weights)
+        accuracy = common.weighted_mean(jnp.argmax(logits, -1) == batch["language"], weights)
+        return loss, {"lid_loss": loss, "accuracy": accuracy}
+
+    def loss(self, params, batch, rng, num_updates):
+        """Cross-entropy over languages, training mode (dropout, LayerDrop, channel masking)."""
+        encoder_frozen = num_updates < self.freeze_updates
+        if self.freeze_updates > 0:
+            params = common.stop_encoder_gradient(params, encoder_frozen)
+        loss, metrics = self._metrics(params, batch, rng, deterministic=False)
+        metrics["encoder_frozen"] = encoder_frozen.astype(jnp.float32)
+        return loss, metrics
+
+    def eval_metrics(self, params, batch, rng):
+        """Deterministic loss (accuracy comes exact over the whole pass from `eval_report`)."""
+        return {"lid_loss": self._metrics(params, batch, rng, deterministic=True)[0]}
+
+    def eval_outputs(self, params, batch):
+        """Class probabilities float32 [batch, languages]."""
+        logits = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"], deterministic=True)
+        return {"probs": jax.nn.softmax(logits, axis=-1)}
+
+    def eval_report(self, records, step: int, workdir: str | None) -> dict[str, float]:
+        """Exact accuracy over the pass (overall, per language); JSON with the confusion matrix."""
+        report = lid_report(records, self.languages)
+        if workdir:
+            path = os.path.join(workdir, "eval", f"lid_{step}.json")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            import json
+
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"step": step, **report}, f, indent=2)
+        metrics = {"accuracy": report["accuracy"]}
+        metrics.update({f"accuracy/{lang}": acc for lang, acc in report["per_language"].items()})
+        return metrics
+
+    def check_metrics(self, metrics):
+        """No host-side warnings for language ID."""
+        del metrics
+        return []
+
+
+def lid_report(records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+               languages: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-language accuracy and confusion matrix (rows: true, columns: predicted)."""
+    n = len(languages)
+    confusion = np.zeros((n, n), np.int64)
+    for batch, out in records:
+        keep = common.host_valid(batch)
+        pred = np.argmax(np.asarray(out["probs"]), axis=-1)[keep]
+        true = np.asarray(batch["language"])[keep]
+        np.add.at(confusion, (true, pred), 1)
+    total = int(confusion.sum())
+    per_language = {lang: float(confusion[i, i] / confusion[i].sum())
+                    for i, lang in enumerate(languages) if confusion[i].sum()}
+    return {"accuracy": float(np.trace(confusion) / total) if total else float("nan"),
+            "utterances": total, "chance": 1.0 / n, "per_language": per_language,
+            "languages": list(languages), "confusion": confusion.tolist()}
+
+
+trainer.register_task("lid", LidTask)
