@@ -77,6 +77,9 @@ def pretraining_config(
     config.train = ml_collections.ConfigDict()
     config.train.total_steps = steps  # batches to train on (= updates when none is skipped)
     config.train.seed = 0  # parameter init and the per-step dropout/mask/Gumbel keys
+    # Microbatches per update (fairseq update_freq): the data section's batch is cut into this
+    # many pieces whose gradients are averaged, for published batch sizes on fewer devices.
+    config.train.grad_accum_steps = 1
     config.train.log_every = 200  # steps between metric writes (fairseq log_interval 200)
     config.train.progress_bar = True  # tqdm bar with rate and ETA on process 0
     config.train.max_consecutive_bad_steps = 100  # non-finite steps in a row that stop the run

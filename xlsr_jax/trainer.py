@@ -96,6 +96,11 @@ class Task(Protocol):
 
     Attributes:
       data_task: the `task=` name passed to `data_pipelines.build_input` ("pretrain", "ctc", ...).
+
+    Optional methods (fine-tuning tasks, `xlsr_jax.tasks`): `create_optimizer(optim_cfg)` replaces
+    `create_optimizer` below (frozen parameters); `restore_init_params(path, abstract, fresh)`
+    replaces the params-only init (new heads keep `fresh`); `eval_outputs(params, batch)` (jitted)
+    and `eval_report(records, step, workdir)` add host-side eval metrics (WER/CER, accuracy).
     """
 
     data_task: str
@@ -220,6 +225,8 @@ def register_task(name: str, factory: Callable[[ml_collections.ConfigDict], Task
 def create_task(config: ml_collections.ConfigDict) -> Task:
     """The task named by `config.task`."""
     if config.task not in TASKS:
+        import xlsr_jax.tasks  # noqa: F401 - registers the fine-tuning tasks ("ctc", "lid")
+    if config.task not in TASKS:
         raise ValueError(f"unknown task {config.task!r}; registered: {sorted(TASKS)}")
     return TASKS[config.task](config)
 
@@ -255,22 +262,60 @@ def create_optimizer(optim_cfg: ml_collections.ConfigDict) -> tuple[optax.Gradie
 # ---------------------------------------------------------------------------------------------
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, lr_schedule: Callable):
+def _split_microbatches(batch: Batch, accum_steps: int) -> Batch:
+    """[B, ...] -> [accum_steps, B / accum_steps, ...]; microbatch j holds rows r * accum_steps + j.
+
+    Interleaved rows (not contiguous blocks) keep every microbatch spread over all batch shards,
+    so splitting needs no communication when B is sharded in contiguous blocks.
+    """
+
+    def split(x):
+        if x.shape[0] % accum_steps:
+            raise ValueError(f"global batch {x.shape[0]} is not divisible by grad_accum_steps={accum_steps}")
+        x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+        return jnp.moveaxis(x, 1, 0)
+
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(task: Task, tx: optax.GradientTransformation, lr_schedule: Callable, accum_steps: int = 1):
     """The un-jitted update: (state, batch) -> (state, metrics).
 
     A non-finite loss or gradient norm leaves params and optimizer state exactly as they were
     (`jnp.where` over the whole update) and is counted in `num_skipped` / `bad_streak`.
+
+    With `accum_steps` > 1 the batch is cut into that many microbatches whose gradients are
+    averaged in a `lax.scan` before one update (fairseq `update_freq`): activation memory of a
+    microbatch, update of the whole batch. Each microbatch's loss is already a mean, so the
+    average weights microbatches equally (fairseq weights by masked frames; equal when the
+    microbatches hold the same number).
     """
 
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(state.rng, state.step)
         num_updates = state.num_updates
 
-        def loss_fn(params):
-            return task.loss(params, batch, rng, num_updates)
+        def loss_fn(params, microbatch, micro_rng):
+            return task.loss(params, microbatch, micro_rng, num_updates)
 
-        (loss, task_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+        if accum_steps == 1:
+            (loss, task_metrics), grads = value_and_grad(state.params, batch, rng)
+        else:
+            micro = _split_microbatches(batch, accum_steps)
+
+            def accumulate(carry, inputs):
+                index, microbatch = inputs
+                (m_loss, m_metrics), m_grads = value_and_grad(state.params, microbatch, jax.random.fold_in(rng, index))
+                return jax.tree.map(jnp.add, carry, (m_loss, m_metrics, m_grads)), None
+
+            first = jax.tree.map(lambda x: x[0], micro)
+            shapes = jax.eval_shape(value_and_grad, state.params, first, rng)
+            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+            zeros = (zeros[0][0], zeros[0][1], zeros[1])
+            sums, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum_steps), micro))
+            loss, task_metrics, grads = jax.tree.map(lambda x: x / accum_steps, sums)
+        grad_norm = optax.tree.norm(grads)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
 
@@ -351,6 +396,16 @@ def _abstract_batch(batch: Batch, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     }
 
 
+def _global_host_batch(batch: Batch) -> dict[str, np.ndarray]:
+    """Every process's rows of a batch (without the audio), for host-side evaluation."""
+    small = {k: v for k, v in batch.items() if k not in ("audio", "padding_mask")}
+    if jax.process_count() == 1:
+        return small
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(small, tiled=True)
+
+
 def _default_input_builder(data_cfg, *, split, task, process_index, process_count):
     import data_pipelines  # the input pipeline is only needed when training on real data
 
@@ -399,7 +454,8 @@ def train_and_evaluate(
 
     # --- Task and optimizer.
     task = create_task(config)
-    tx, lr_schedule = create_optimizer(config.optim)
+    # Fine-tuning tasks build their own (parameter freezing, per-group schedules).
+    tx, lr_schedule = getattr(task, "create_optimizer", create_optimizer)(config.optim)
 
     # --- Mesh.
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
@@ -464,13 +520,17 @@ def train_and_evaluate(
         with tracing():
             state = init(seed_key)
         if config.init.checkpoint:
-            params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params, partial=True)
+            restore_init = getattr(task, "restore_init_params", None)  # new heads keep their init
+            if restore_init is not None:
+                params = restore_init(config.init.checkpoint, abstract_state.params, state.params)
+            else:
+                params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params, partial=True)
             state = state.replace(params=params)
             log.info("initialised parameters from %s", config.init.checkpoint)
 
     # --- Compiled steps (one executable per distinct batch shape: buckets, not batches).
     train_step = jax.jit(
-        make_train_step(task, tx, lr_schedule),
+        make_train_step(task, tx, lr_schedule, config.train.get("grad_accum_steps", 1)),
         in_shardings=(state_sharding, None),
         out_shardings=(state_sharding, repl),
         donate_argnums=(0,),
@@ -491,7 +551,13 @@ def train_and_evaluate(
             )
         return compiled[key]
 
-    def run_eval(params) -> dict[str, float]:
+    # Optional host-side evaluation (decoding, WER/CER): the task's jitted `eval_outputs` per
+    # batch, then `eval_report` over all of them.
+    eval_outputs = None
+    if hasattr(task, "eval_outputs"):
+        eval_outputs = jax.jit(task.eval_outputs, in_shardings=(state_sharding.params, None), out_shardings=repl)
+
+    def run_eval(params, step: int) -> dict[str, float]:
         eval_iter = input_builder(
             config.data,
             split=config.eval.split,
@@ -501,6 +567,7 @@ def train_and_evaluate(
         )
         sums: dict[str, float] = {}
         count = 0
+        records = []
         for i in range(config.eval.num_batches):
             try:
                 batch = next(eval_iter)
@@ -511,9 +578,17 @@ def train_and_evaluate(
             for k, v in jax.device_get(out).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
+            if eval_outputs is not None:
+                with tracing():
+                    outputs = eval_outputs(params, sharding.shard_batch(batch, mesh))
+                records.append((_global_host_batch(batch), jax.device_get(outputs)))
         if hasattr(eval_iter, "close"):
             eval_iter.close()
-        return {k: v / count for k, v in sums.items()} if count else {}
+        result = {k: v / count for k, v in sums.items()} if count else {}
+        if eval_outputs is not None and records:
+            report = task.eval_report(records, step, workdir if jax.process_index() == 0 else None)
+            result.update({f"eval/{k}": float(v) for k, v in report.items()})
+        return result
 
     # --- Loop.
     step = int(jax.device_get(state.step))
@@ -598,7 +673,7 @@ def train_and_evaluate(
                 window_start, window_samples, window_flops, window_steps = time.perf_counter(), 0, 0.0, 0
 
             if config.eval.every_steps and (step % config.eval.every_steps == 0 or step == total_steps):
-                writer.write_scalars(step, run_eval(state.params))
+                writer.write_scalars(step, run_eval(state.params, step))
                 window_start = time.perf_counter()  # keep eval time out of the throughput
             save(force=False)
 
