@@ -11,13 +11,15 @@ DEMO_DIR ?= demo_out
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,torch]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,torch,tpu]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# JAX_PLATFORMS=cpu: the tpu extra's libtpu would otherwise probe for a TPU in every test
+# process (warnings, a lock file); the AOT test compiles for TPU topologies regardless.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
 	$(BIN)/python experiments/demo.py --workdir $(DEMO_DIR)

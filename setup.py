@@ -34,6 +34,9 @@ setup(
         # Reading PyTorch checkpoints and the parity tests against transformers.
         "torch": ["torch==2.13.0", "transformers>=5.0,<6"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+        # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
+        # (experiments/aot_compile.py, tests/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
     },
     entry_points={
         "console_scripts": [

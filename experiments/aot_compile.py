@@ -1,0 +1,438 @@
+"""TPU readiness without a TPU: ahead-of-time compilation of the real train step for a TPU pod.
+
+With `libtpu` installed (the `tpu` extra of setup.py), JAX can describe a TPU topology on a CPU
+host (`jax.experimental.topologies.get_topology_desc`) and compile for it. This script builds the
+trainer's update step exactly as `xlsr_jax.trainer.train_and_evaluate` does (same task, optimizer,
+logical axis rules, state shardings derived from the parameters' logical annotations, batch split
+over (data, fsdp), donated state), but from abstract `jax.ShapeDtypeStruct` state and batch, so no
+parameter is ever allocated, and compiles it for the topology. It reports, per chip:
+
+  - memory of the compiled step (XLA's buffer assignment): arguments (state + batch), outputs,
+    temporaries, aliased (donated) bytes, and whether the peak fits the chip's HBM;
+  - FLOPs per step (XLA's cost analysis: includes rematerialisation) and model FLOPs (an
+    analytic count of the matmuls and convolutions, 3x forward, without recomputation);
+  - a roofline estimate of the step time, max(XLA FLOPs / bf16 peak, bytes accessed / HBM
+    bandwidth), and the MFU that time would give. Collectives and imperfect overlap are not in
+    it, so it is a lower bound on time and an upper bound on MFU: a measured step on the pod
+    is what settles them;
+  - compile time.
+
+A batch is `rows` crops of `--crop_seconds` (the recipes' max_sample_size: 20 s) of 16 kHz audio.
+`--batch_seconds` takes a comma list of global audio seconds per step and `--mesh` may repeat:
+the script compiles the candidates in order (largest batch first for each mesh) and stops at the
+first that fits, so a search over meshes and batches is one call. JSON goes to stdout.
+
+  .venv/bin/python experiments/aot_compile.py --config configs/xls_r_1b.py --topology v5e:4x4 \
+      --set model.dtype=bfloat16 --batch_seconds 1280,640,320
+  .venv/bin/python experiments/aot_compile.py --config configs/xls_r_300m.py --topology v4:2x2x1 \
+      --mesh data=4,fsdp=1 --mesh data=1,fsdp=4 --batch_seconds 240,160
+
+A CTC fine-tuning step is compiled too (`--tasks pretrain,ctc`) when the trainer has a "ctc"
+task registered (xlsr_jax/tasks/ctc.py); otherwise the JSON says why it was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any
+
+# libtpu looks for a TPU (and its metadata server) when JAX initialises its backends; compiling
+# for a topology description needs none of that, so keep JAX's own backend on the CPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+# libtpu takes /tmp/libtpu_lockfile for the whole process; a test run or another compile on the
+# same host would otherwise make this one fail. Nothing here touches a real TPU.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+SAMPLE_RATE = 16000
+GiB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """What the estimates need to know about one TPU generation (per chip, vendor data sheets)."""
+
+    name: str
+    hbm_bytes: int  # HBM per chip
+    peak_flops: float  # dense bf16 FLOP/s per chip
+    hbm_bandwidth: float  # bytes/s per chip
+    megacore: bool  # two TensorCores that JAX drives as one device
+
+
+CHIPS = {
+    "v4": Chip("TPU v4", 32 * GiB, 275e12, 1228e9, True),
+    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 819e9, False),
+    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2765e9, True),
+    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1640e9, False),
+}
+
+
+def tpu_topology(name: str) -> tuple[Chip, list[jax.Device]]:
+    """TPU devices of a topology such as "v4:2x2x1" (v4-8), "v5e:4x4" (v5e-16), "v5e:8x8".
+
+    v4 and v5p chips are described in megacore mode (one device per chip), as JAX runs them.
+
+    Returns:
+      (chip spec, one device per chip).
+    Raises:
+      ValueError: unknown generation; RuntimeError: libtpu is not installed.
+    """
+    from jax.experimental import topologies
+
+    generation = name.split(":")[0]
+    if generation not in CHIPS:
+        raise ValueError(f"unknown TPU generation in {name!r}; known: {sorted(CHIPS)}")
+    chip = CHIPS[generation]
+    kwargs = {"chip_config_name": "megacore"} if chip.megacore else {}
+    try:
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=name, **kwargs)
+    except Exception as e:  # noqa: BLE001 - libtpu missing surfaces as several exception types
+        raise RuntimeError(f"cannot describe TPU topology {name!r} (is libtpu installed? "
+                           f"pip install -c constraints.txt -e '.[tpu]'): {e}") from e
+    return chip, list(desc.devices)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_config(spec: str, overrides: list[str]):
+    """`configs/x.py[:arg]` -> its `get_config(arg)`, with `key.path=value` overrides applied."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("aot_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key.path=value, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word is a string
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(f"--set {key}: no such config field")
+        node[leaf] = value
+    return config
+
+
+def logical_rules(config):
+    """`sharding.logical_axis_rules()` with the config's overrides, as the trainer merges them."""
+    from xlsr_jax import sharding
+
+    rules = sharding.logical_axis_rules()
+    if config.sharding.get("logical_axis_rules"):
+        overrides = {name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
+                     for name, ax in config.sharding.logical_axis_rules}
+        rules = tuple((name, overrides.pop(name, ax)) for name, ax in rules) + tuple(overrides.items())
+    return rules
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """"data=2,fsdp=8" -> {"data": 2, "fsdp": 8, "tensor": 1}; one size may be -1."""
+    out = {"data": 1, "fsdp": 1, "tensor": 1}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in out:
+            raise ValueError(f"unknown mesh axis {key!r} in {text!r}; use data, fsdp, tensor")
+        out[key] = int(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The abstract train step.
+# ---------------------------------------------------------------------------------------------
+
+
+def abstract_batch(task_name: str, rows: int, samples: int, data_cfg, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """A global batch as the input pipeline makes it, as ShapeDtypeStructs split over (data, fsdp).
+
+    Keys and dtypes follow data_pipelines' batches (audio, padding_mask, language, valid; CTC adds
+    labels and label_padding of ceil(samples / samples_per_label) tokens).
+    """
+    from xlsr_jax import sharding
+
+    s = sharding.batch_sharding(mesh)
+    batch = {
+        "audio": jax.ShapeDtypeStruct((rows, samples), jnp.float32, sharding=s),  # [B, S]
+        "padding_mask": jax.ShapeDtypeStruct((rows, samples), jnp.bool_, sharding=s),  # [B, S]
+        "language": jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=s),  # [B]
+        "valid": jax.ShapeDtypeStruct((rows,), jnp.bool_, sharding=s),  # [B]
+    }
+    if task_name == "ctc":
+        labels = math.ceil(samples / data_cfg.samples_per_label)
+        batch["labels"] = jax.ShapeDtypeStruct((rows, labels), jnp.int32, sharding=s)  # [B, L]
+        batch["label_padding"] = jax.ShapeDtypeStruct((rows, labels), jnp.bool_, sharding=s)  # [B, L]
+    return batch
+
+
+def build_train_step(config, mesh):
+    """The trainer's jitted update step and its abstract, sharded state for `mesh`.
+
+    Mirrors `trainer.train_and_evaluate` (task, optimizer, boxed init under the mesh and rules,
+    `sharding.state_shardings`, jit with the state donated) without allocating anything.
+
+    Returns:
+      (jitted step, abstract state (ShapeDtypeStructs with shardings), context manager factory
+      that puts the mesh and the logical rules in scope for tracing, model config).
+    """
+    import flax.linen as nn
+
+    from xlsr_jax import sharding, trainer
+
+    task = trainer.create_task(config)
+    tx, lr_schedule = trainer.create_optimizer(config.optim)
+    rules = logical_rules(config)
+    example = task.example_batch()
+
+    def init_boxed(rng):
+        params_rng, state_rng = jax.random.split(rng)
+        params = task.init_params(params_rng, example)
+        return trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                                  rng=state_rng, num_skipped=jnp.zeros((), jnp.int32),
+                                  bad_streak=jnp.zeros((), jnp.int32))
+
+    tracing = lambda: sharding.mesh_rules_context(mesh, rules)
+    with tracing():
+        abstract_boxed = jax.eval_shape(init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.unbox(abstract_boxed), state_sharding)
+    step = jax.jit(trainer.make_train_step(task, tx, lr_schedule),
+                   in_shardings=(state_sharding, None),
+                   out_shardings=(state_sharding, sharding.replicated(mesh)),
+                   donate_argnums=(0,))
+    return step, abstract_state, tracing, task
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic model FLOPs.
+# ---------------------------------------------------------------------------------------------
+
+
+def model_flops_per_step(cfg, rows: int, samples: int) -> float:
+    """Matmul and convolution FLOPs of one training step (forward + backward = 3x forward),
+    counted from the architecture, without rematerialisation: the numerator of MFU.
+
+    Counts the conv feature encoder, feature projection, positional convolution, Transformer
+    (projections, attention scores and mixing, feed-forward), quantizer and the contrastive
+    projections/logits over all frames (an upper bound for the logits, which only masked frames
+    need). Elementwise work, norms and the loss are left out (a few percent).
+    """
+    flops = 0.0
+    length = samples
+    cin = 1
+    for cout, kernel, stride in zip(cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride):
+        length = (length - kernel) // stride + 1
+        flops += 2 * length * kernel * cin * cout
+        cin = cout
+    frames = length
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    flops += 2 * frames * cfg.conv_dim[-1] * h  # feature projection
+    flops += 2 * frames * cfg.num_conv_pos_embeddings * h * (h // cfg.num_conv_pos_embedding_groups)
+    per_layer = 2 * frames * (4 * h * h + 2 * h * f) + 2 * 2 * frames * frames * h
+    flops += cfg.num_hidden_layers * per_layer
+    gv = cfg.num_codevector_groups * cfg.num_codevectors_per_group
+    flops += 2 * frames * cfg.conv_dim[-1] * gv  # quantizer logits
+    flops += 2 * frames * gv * (cfg.codevector_dim // cfg.num_codevector_groups)  # code lookup
+    flops += 2 * frames * h * cfg.proj_codevector_dim  # project_hid
+    flops += 2 * frames * cfg.codevector_dim * cfg.proj_codevector_dim  # project_q
+    flops += 2 * frames * (1 + cfg.num_negatives) * cfg.proj_codevector_dim  # cosine logits
+    return 3.0 * flops * rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile and report.
+# ---------------------------------------------------------------------------------------------
+
+
+def _cost(compiled) -> dict[str, float]:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return dict(analysis or {})
+
+
+def compile_one(config, task_name: str, chip: Chip, devices, mesh_sizes: dict[str, int],
+                rows: int, samples: int) -> dict[str, Any]:
+    """Lowers and compiles one (task, mesh, batch) and returns the report entry."""
+    from xlsr_jax import sharding
+
+    config = config.copy_and_resolve_references()
+    config.task = task_name
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (
+        mesh_sizes["data"], mesh_sizes["fsdp"], mesh_sizes["tensor"])
+    mesh = sharding.create_mesh(mesh_sizes["data"], mesh_sizes["fsdp"], mesh_sizes["tensor"], devices=devices)
+    shards = sharding.batch_shards(mesh)
+    entry: dict[str, Any] = {
+        "task": task_name,
+        "mesh": {k: int(v) for k, v in mesh.shape.items()},
+        "rows": rows,
+        "crop_seconds": samples / SAMPLE_RATE,
+        "batch_audio_seconds": rows * samples / SAMPLE_RATE,
+        "audio_seconds_per_chip": rows * samples / SAMPLE_RATE / len(devices),
+    }
+    if rows % shards:
+        entry["error"] = f"{rows} rows do not split over data x fsdp = {shards}"
+        return entry
+
+    t0 = time.perf_counter()
+    step, abstract_state, tracing, task = build_train_step(config, mesh)
+    batch = abstract_batch(task_name, rows, samples, config.data, mesh)
+    with tracing():
+        lowered = step.lower(abstract_state, batch)
+    t1 = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+        # The TPU compiler itself refuses a program whose buffers exceed HBM: that is "does not
+        # fit", with the compiler's own figure of what it needed.
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        message = str(e).split("\n")[0]
+        needed = re.search(r"\(([0-9.]+)([KMGT])\)", message)
+        entry.update({
+            "fits": False,
+            "compile_error": message,
+            "needed_gib_per_chip": (float(needed.group(1)) * {"K": 2**-20, "M": 2**-10, "G": 1, "T": 2**10}[
+                needed.group(2)]) if needed else None,
+            "lower_seconds": t1 - t0,
+            "compile_seconds": time.perf_counter() - t1,
+        })
+        return entry
+    t2 = time.perf_counter()
+
+    mem = compiled.memory_analysis()
+    argument = int(mem.argument_size_in_bytes)
+    output = int(mem.output_size_in_bytes)
+    alias = int(mem.alias_size_in_bytes)
+    temp = int(mem.temp_size_in_bytes)
+    code = int(mem.generated_code_size_in_bytes)
+    peak = argument + output - alias + temp + code
+    cost = _cost(compiled)
+    xla_flops = float(cost.get("flops", 0.0))  # per chip (the partitioned program)
+    bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    model_flops = model_flops_per_step(task.model_config, rows, samples) / len(devices)
+    step_time = max(xla_flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth)
+
+    params = abstract_state.params
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    replicated = sharding.replicated_parameters(params, jax.tree.map(lambda x: x.sharding, params))
+    entry.update({
+        "num_params": num_params,
+        "compute_dtype": task.model_config.dtype,
+        "scan_layers": task.model_config.scan_layers,
+        "remat": task.model_config.remat,
+        "memory_gib_per_chip": {
+            "arguments": argument / GiB, "outputs": output / GiB, "aliased": alias / GiB,
+            "temporaries": temp / GiB, "code": code / GiB, "peak": peak / GiB,
+            "hbm": chip.hbm_bytes / GiB,
+        },
+        "fits": peak <= chip.hbm_bytes,
+        "large_replicated_params": [p for p, _ in replicated],
+        "xla_flops_per_chip": xla_flops,
+        "model_flops_per_chip": model_flops,
+        "bytes_accessed_per_chip": bytes_accessed,
+        "roofline_step_seconds": step_time,
+        "roofline_bound": "compute" if xla_flops / chip.peak_flops >= bytes_accessed / chip.hbm_bandwidth
+                          else "memory",
+        "roofline_mfu": model_flops / (step_time * chip.peak_flops) if step_time else 0.0,
+        "roofline_audio_seconds_per_second": rows * samples / SAMPLE_RATE / step_time if step_time else 0.0,
+        "lower_seconds": t1 - t0,
+        "compile_seconds": t2 - t1,
+    })
+    return entry
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/<recipe>.py[:arg]")
+    p.add_argument("--topology", required=True, help='TPU topology, e.g. "v4:2x2x1", "v5e:4x4", "v5e:8x8"')
+    p.add_argument("--mesh", action="append", default=[],
+                   help="data=..,fsdp=..[,tensor=..]; repeat to try several (default: the recipe's)")
+    p.add_argument("--batch_seconds", default="",
+                   help="comma list of global audio seconds per step, tried largest first (default: "
+                        "60 s per chip = fairseq's LARGE max_tokens 1.2M samples in 20 s crops)")
+    p.add_argument("--crop_seconds", type=float, default=0.0,
+                   help="row length in seconds (default: the recipe's data.max_sample_size)")
+    p.add_argument("--tasks", default="pretrain,ctc", help="comma list of trainer tasks to compile")
+    p.add_argument("--set", action="append", default=[], dest="overrides",
+                   help="config override key.path=value (e.g. model.dtype=bfloat16); repeatable")
+    p.add_argument("--all", action="store_true", help="compile every candidate, not just up to the first fit")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+    """Runs the candidates and prints (and returns) the JSON report."""
+    args = parse_args(argv)
+    from xlsr_jax import trainer
+
+    try:
+        import xlsr_jax.tasks  # noqa: F401 - fine-tuning tasks register themselves on import
+    except ImportError:
+        pass
+    config = load_config(args.config, args.overrides)
+    chip, devices = tpu_topology(args.topology)
+    crop_seconds = args.crop_seconds or config.data.max_sample_size / SAMPLE_RATE
+    samples = int(round(crop_seconds * SAMPLE_RATE))
+    samples -= samples % config.data.pad_multiple  # buckets are multiples of the conv stride
+    meshes = [parse_mesh(m) for m in args.mesh] or [
+        {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}]
+    if args.batch_seconds:
+        batches = sorted((float(s) for s in args.batch_seconds.split(",")), reverse=True)
+    else:
+        batches = [60.0 * len(devices)]
+
+    report: dict[str, Any] = {
+        "config": args.config, "overrides": args.overrides, "topology": args.topology,
+        "chip": chip.name, "chips": len(devices), "jax": jax.__version__, "results": [], "skipped": [],
+    }
+    for task_name in filter(None, args.tasks.split(",")):
+        if task_name not in trainer.TASKS:
+            report["skipped"].append({"task": task_name, "reason": f"no trainer task {task_name!r} is "
+                                      f"registered (have {sorted(trainer.TASKS)})"})
+            continue
+        found = False
+        for mesh_sizes in meshes:
+            for seconds in batches:
+                rows = int(round(seconds * SAMPLE_RATE / samples))
+                entry = compile_one(config, task_name, chip, devices, mesh_sizes, rows, samples)
+                report["results"].append(entry)
+                print(json.dumps(entry), file=sys.stderr, flush=True)  # progress: big compiles take minutes
+                if entry.get("fits") and not args.all:
+                    found = True
+                    break
+            if found:
+                break
+        fitting = [i for i, e in enumerate(report["results"]) if e["task"] == task_name and e.get("fits")]
+        # Index into "results" of the first candidate that fits (largest batch, first mesh).
+        report.setdefault("chosen", {})[task_name] = fitting[0] if fitting else None
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
