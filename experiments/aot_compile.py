@@ -103,8 +103,10 @@ def tpu_topology(name: str) -> tuple[Chip, list[jax.Device]]:
     try:
         desc = topologies.get_topology_desc(platform="tpu", topology_name=name, **kwargs)
     except Exception as e:  # noqa: BLE001 - libtpu missing surfaces as several exception types
-        raise RuntimeError(f"cannot describe TPU topology {name!r} (is libtpu installed? "
-                           f"pip install -c constraints.txt -e '.[tpu]'): {e}") from e
+        raise RuntimeError(
+            f"cannot describe TPU topology {name!r} (is libtpu installed? "
+            f"pip install -c constraints.txt -e '.[tpu]'): {e}"
+        ) from e
     return chip, list(desc.devices)
 
 
@@ -144,14 +146,16 @@ def logical_rules(config):
 
     rules = sharding.logical_axis_rules()
     if config.sharding.get("logical_axis_rules"):
-        overrides = {name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
-                     for name, ax in config.sharding.logical_axis_rules}
+        overrides = {
+            name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
+            for name, ax in config.sharding.logical_axis_rules
+        }
         rules = tuple((name, overrides.pop(name, ax)) for name, ax in rules) + tuple(overrides.items())
     return rules
 
 
 def parse_mesh(text: str) -> dict[str, int]:
-    """"data=2,fsdp=8" -> {"data": 2, "fsdp": 8, "tensor": 1}; one size may be -1."""
+    """Parses "data=2,fsdp=8" into {"data": 2, "fsdp": 8, "tensor": 1}; one size may be -1."""
     out = {"data": 1, "fsdp": 1, "tensor": 1}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
@@ -210,20 +214,28 @@ def build_train_step(config, mesh):
     def init_boxed(rng):
         params_rng, state_rng = jax.random.split(rng)
         params = task.init_params(params_rng, example)
-        return trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                                  rng=state_rng, num_skipped=jnp.zeros((), jnp.int32),
-                                  bad_streak=jnp.zeros((), jnp.int32))
+        return trainer.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=state_rng,
+            num_skipped=jnp.zeros((), jnp.int32),
+            bad_streak=jnp.zeros((), jnp.int32),
+        )
 
     tracing = lambda: sharding.mesh_rules_context(mesh, rules)
     with tracing():
         abstract_boxed = jax.eval_shape(init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
     state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  nn.unbox(abstract_boxed), state_sharding)
-    step = jax.jit(trainer.make_train_step(task, tx, lr_schedule),
-                   in_shardings=(state_sharding, None),
-                   out_shardings=(state_sharding, sharding.replicated(mesh)),
-                   donate_argnums=(0,))
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
+    )
+    step = jax.jit(
+        trainer.make_train_step(task, tx, lr_schedule),
+        in_shardings=(state_sharding, None),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
     return step, abstract_state, tracing, task
 
 
@@ -275,15 +287,19 @@ def _cost(compiled) -> dict[str, float]:
     return dict(analysis or {})
 
 
-def compile_one(config, task_name: str, chip: Chip, devices, mesh_sizes: dict[str, int],
-                rows: int, samples: int) -> dict[str, Any]:
+def compile_one(
+    config, task_name: str, chip: Chip, devices, mesh_sizes: dict[str, int], rows: int, samples: int
+) -> dict[str, Any]:
     """Lowers and compiles one (task, mesh, batch) and returns the report entry."""
     from xlsr_jax import sharding
 
     config = config.copy_and_resolve_references()
     config.task = task_name
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (
-        mesh_sizes["data"], mesh_sizes["fsdp"], mesh_sizes["tensor"])
+        mesh_sizes["data"],
+        mesh_sizes["fsdp"],
+        mesh_sizes["tensor"],
+    )
     mesh = sharding.create_mesh(mesh_sizes["data"], mesh_sizes["fsdp"], mesh_sizes["tensor"], devices=devices)
     shards = sharding.batch_shards(mesh)
     entry: dict[str, Any] = {
@@ -313,14 +329,19 @@ def compile_one(config, task_name: str, chip: Chip, devices, mesh_sizes: dict[st
             raise
         message = str(e).split("\n")[0]
         needed = re.search(r"\(([0-9.]+)([KMGT])\)", message)
-        entry.update({
-            "fits": False,
-            "compile_error": message,
-            "needed_gib_per_chip": (float(needed.group(1)) * {"K": 2**-20, "M": 2**-10, "G": 1, "T": 2**10}[
-                needed.group(2)]) if needed else None,
-            "lower_seconds": t1 - t0,
-            "compile_seconds": time.perf_counter() - t1,
-        })
+        entry.update(
+            {
+                "fits": False,
+                "compile_error": message,
+                "needed_gib_per_chip": (
+                    float(needed.group(1)) * {"K": 2**-20, "M": 2**-10, "G": 1, "T": 2**10}[needed.group(2)]
+                )
+                if needed
+                else None,
+                "lower_seconds": t1 - t0,
+                "compile_seconds": time.perf_counter() - t1,
+            }
+        )
         return entry
     t2 = time.perf_counter()
 
@@ -340,29 +361,36 @@ def compile_one(config, task_name: str, chip: Chip, devices, mesh_sizes: dict[st
     params = abstract_state.params
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     replicated = sharding.replicated_parameters(params, jax.tree.map(lambda x: x.sharding, params))
-    entry.update({
-        "num_params": num_params,
-        "compute_dtype": task.model_config.dtype,
-        "scan_layers": task.model_config.scan_layers,
-        "remat": task.model_config.remat,
-        "memory_gib_per_chip": {
-            "arguments": argument / GiB, "outputs": output / GiB, "aliased": alias / GiB,
-            "temporaries": temp / GiB, "code": code / GiB, "peak": peak / GiB,
-            "hbm": chip.hbm_bytes / GiB,
-        },
-        "fits": peak <= chip.hbm_bytes,
-        "large_replicated_params": [p for p, _ in replicated],
-        "xla_flops_per_chip": xla_flops,
-        "model_flops_per_chip": model_flops,
-        "bytes_accessed_per_chip": bytes_accessed,
-        "roofline_step_seconds": step_time,
-        "roofline_bound": "compute" if xla_flops / chip.peak_flops >= bytes_accessed / chip.hbm_bandwidth
-                          else "memory",
-        "roofline_mfu": model_flops / (step_time * chip.peak_flops) if step_time else 0.0,
-        "roofline_audio_seconds_per_second": rows * samples / SAMPLE_RATE / step_time if step_time else 0.0,
-        "lower_seconds": t1 - t0,
-        "compile_seconds": t2 - t1,
-    })
+    entry.update(
+        {
+            "num_params": num_params,
+            "compute_dtype": task.model_config.dtype,
+            "scan_layers": task.model_config.scan_layers,
+            "remat": task.model_config.remat,
+            "memory_gib_per_chip": {
+                "arguments": argument / GiB,
+                "outputs": output / GiB,
+                "aliased": alias / GiB,
+                "temporaries": temp / GiB,
+                "code": code / GiB,
+                "peak": peak / GiB,
+                "hbm": chip.hbm_bytes / GiB,
+            },
+            "fits": peak <= chip.hbm_bytes,
+            "large_replicated_params": [p for p, _ in replicated],
+            "xla_flops_per_chip": xla_flops,
+            "model_flops_per_chip": model_flops,
+            "bytes_accessed_per_chip": bytes_accessed,
+            "roofline_step_seconds": step_time,
+            "roofline_bound": "compute"
+            if xla_flops / chip.peak_flops >= bytes_accessed / chip.hbm_bandwidth
+            else "memory",
+            "roofline_mfu": model_flops / (step_time * chip.peak_flops) if step_time else 0.0,
+            "roofline_audio_seconds_per_second": rows * samples / SAMPLE_RATE / step_time if step_time else 0.0,
+            "lower_seconds": t1 - t0,
+            "compile_seconds": t2 - t1,
+        }
+    )
     return entry
 
 
@@ -371,16 +399,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="configs/<recipe>.py[:arg]")
     p.add_argument("--topology", required=True, help='TPU topology, e.g. "v4:2x2x1", "v5e:4x4", "v5e:8x8"')
-    p.add_argument("--mesh", action="append", default=[],
-                   help="data=..,fsdp=..[,tensor=..]; repeat to try several (default: the recipe's)")
-    p.add_argument("--batch_seconds", default="",
-                   help="comma list of global audio seconds per step, tried largest first (default: "
-                        "60 s per chip = fairseq's LARGE max_tokens 1.2M samples in 20 s crops)")
-    p.add_argument("--crop_seconds", type=float, default=0.0,
-                   help="row length in seconds (default: the recipe's data.max_sample_size)")
+    p.add_argument(
+        "--mesh",
+        action="append",
+        default=[],
+        help="data=..,fsdp=..[,tensor=..]; repeat to try several (default: the recipe's)",
+    )
+    p.add_argument(
+        "--batch_seconds",
+        default="",
+        help="comma list of global audio seconds per step, tried largest first (default: "
+        "60 s per chip = fairseq's LARGE max_tokens 1.2M samples in 20 s crops)",
+    )
+    p.add_argument(
+        "--crop_seconds",
+        type=float,
+        default=0.0,
+        help="row length in seconds (default: the recipe's data.max_sample_size)",
+    )
     p.add_argument("--tasks", default="pretrain,ctc", help="comma list of trainer tasks to compile")
-    p.add_argument("--set", action="append", default=[], dest="overrides",
-                   help="config override key.path=value (e.g. model.dtype=bfloat16); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="config override key.path=value (e.g. model.dtype=bfloat16); repeatable",
+    )
     p.add_argument("--all", action="store_true", help="compile every candidate, not just up to the first fit")
     return p.parse_args(argv)
 
@@ -400,20 +444,31 @@ def main(argv=None) -> dict[str, Any]:
     samples = int(round(crop_seconds * SAMPLE_RATE))
     samples -= samples % config.data.pad_multiple  # buckets are multiples of the conv stride
     meshes = [parse_mesh(m) for m in args.mesh] or [
-        {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}]
+        {"data": config.mesh.data, "fsdp": config.mesh.fsdp, "tensor": config.mesh.tensor}
+    ]
     if args.batch_seconds:
         batches = sorted((float(s) for s in args.batch_seconds.split(",")), reverse=True)
     else:
         batches = [60.0 * len(devices)]
 
     report: dict[str, Any] = {
-        "config": args.config, "overrides": args.overrides, "topology": args.topology,
-        "chip": chip.name, "chips": len(devices), "jax": jax.__version__, "results": [], "skipped": [],
+        "config": args.config,
+        "overrides": args.overrides,
+        "topology": args.topology,
+        "chip": chip.name,
+        "chips": len(devices),
+        "jax": jax.__version__,
+        "results": [],
+        "skipped": [],
     }
     for task_name in filter(None, args.tasks.split(",")):
         if task_name not in trainer.TASKS:
-            report["skipped"].append({"task": task_name, "reason": f"no trainer task {task_name!r} is "
-                                      f"registered (have {sorted(trainer.TASKS)})"})
+            report["skipped"].append(
+                {
+                    "task": task_name,
+                    "reason": f"no trainer task {task_name!r} is registered (have {sorted(trainer.TASKS)})",
+                }
+            )
             continue
         found = False
         for mesh_sizes in meshes:
