@@ -394,6 +394,37 @@ def compile_one(
     return entry
 
 
+def markdown_table(reports: list[dict[str, Any]]) -> str:
+    """One markdown row per compiled candidate of saved JSON reports (for experiments/aot_results.md)."""
+    lines = [
+        "| model | topology | chips | mesh (data x fsdp) | batch (audio s) | s/chip | fits | peak GiB/chip "
+        "(args + temps) | XLA TFLOP/chip | model TFLOP/chip | roofline step (s) | bound | MFU at roofline "
+        "| compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        for e in report["results"]:
+            params = os.path.basename(report["config"]).split(".py")[0]
+            mesh = f"{e['mesh']['data']} x {e['mesh']['fsdp']}"
+            head = (
+                f"| {params} | {report['topology']} | {report['chips']} | {mesh} | {e['batch_audio_seconds']:.0f} "
+                f"| {e['audio_seconds_per_chip']:.0f} | {'yes' if e.get('fits') else 'no'} "
+            )
+            if "memory_gib_per_chip" not in e:
+                needed = e.get("needed_gib_per_chip")
+                why = f"needs {needed:.1f} GiB of temporaries" if needed else e.get("error", "")
+                lines.append(head + f"| {why} | | | | | | {e.get('compile_seconds', 0):.0f} |")
+                continue
+            m = e["memory_gib_per_chip"]
+            lines.append(
+                head + f"| {m['peak']:.1f} ({m['arguments']:.1f} + {m['temporaries']:.1f}) "
+                f"| {e['xla_flops_per_chip'] / 1e12:.1f} | {e['model_flops_per_chip'] / 1e12:.1f} "
+                f"| {e['roofline_step_seconds']:.2f} | {e['roofline_bound']} | {e['roofline_mfu']:.0%} "
+                f"| {e['compile_seconds']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -431,6 +462,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict[str, Any]:
     """Runs the candidates and prints (and returns) the JSON report."""
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--table":
+        # `aot_compile.py --table a.json b.json ...`: markdown rows from saved reports.
+        print(markdown_table([json.load(open(path, encoding="utf-8")) for path in sys.argv[2:]]))
+        return {}
     args = parse_args(argv)
     from xlsr_jax import trainer
 
