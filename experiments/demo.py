@@ -3,11 +3,13 @@
     python experiments/demo.py --workdir demo_out [--stages pretrain] [--config_arg steps=150]
 
 Stages run in order, each in `<workdir>/<stage>/`, and each is skipped when its output is already
-complete (re-running resumes). Stages so far:
+complete (re-running resumes). Stages:
 
-  pretrain   self-supervised pretraining of the tiny model (configs/demo.py) via the trainer
-
-Later stages (fine-tuning, transcription, export) append themselves to `STAGES`.
+  pretrain      self-supervised pretraining of the tiny model (configs/demo.py) via the trainer
+  finetune_ctc  CTC fine-tuning from it (configs/finetune/demo_ctc.py); CER per language on test
+  transcribe    `xlsr_jax.transcribe` on held-out test clips
+  export        our export format + a transformers (PyTorch) folder; logits parity when torch is here
+  lid           language ID from the pretrained model (configs/finetune/demo_lid.py); accuracy on test
 """
 
 from __future__ import annotations
@@ -60,9 +62,150 @@ def stage_pretrain(workdir: str, args: argparse.Namespace) -> dict:
     return summary
 
 
+def _pretrained_checkpoint(workdir: str) -> str:
+    """The pretrain stage's checkpoints (sibling directory), or "" (fine-tune from scratch)."""
+    ckpt = os.path.join(os.path.dirname(workdir), "pretrain", "checkpoints")
+    if os.path.isdir(ckpt) and any(name.isdigit() for name in os.listdir(ckpt)):
+        return ckpt
+    log.warning("no pretrained checkpoint at %s: fine-tuning from random initialisation", ckpt)
+    return ""
+
+
+def _finetune(config, workdir: str, split: str):
+    """Trains `config` in `workdir`; returns (eval metrics of the final parameters on the whole
+    `split`, training seconds, the task, the eval records)."""
+    from xlsr_jax import pretrained, trainer
+    from xlsr_jax.tasks import common
+
+    start = time.perf_counter()
+    trainer.train_and_evaluate(config, workdir)
+    seconds = time.perf_counter() - start
+    task = trainer.create_task(config)
+    params = pretrained.load_pretrained(os.path.join(workdir, "checkpoints")).params
+    records = common.collect_eval_records(task, params, config.data, split)
+    return task.eval_report(records, config.train.total_steps, None), seconds, task, records
+
+
+def stage_finetune_ctc(workdir: str, args: argparse.Namespace) -> dict:
+    """CTC fine-tuning from the pretrained checkpoint (configs/finetune/demo_ctc.py); CER per
+    language on the held-out test split (greedy decoding) into test_report.json."""
+    from configs.finetune import demo_ctc
+    from xlsr_jax import decoding
+    from xlsr_jax.tasks import ctc
+
+    config = demo_ctc.get_config(args.finetune_arg)
+    config.init.checkpoint = config.init.checkpoint or _pretrained_checkpoint(workdir)
+    _, seconds, task, records = _finetune(config, workdir, "test")
+    report = ctc.ctc_report(records, task.vocabulary, task.languages, num_examples=2)
+    decoding.write_report(
+        os.path.join(workdir, "test_report.json"),
+        report["counts"],
+        step=config.train.total_steps,
+        examples=report["examples"],
+    )
+    return {
+        "steps": config.train.total_steps,
+        "seconds": round(seconds, 1),
+        "init": config.init.checkpoint or "random",
+        "test_cer": {k: round(v.cer, 3) for k, v in report["counts"].items()},
+        "test_wer": {k: round(v.wer, 3) for k, v in report["counts"].items()},
+        "checkpoints": os.path.join(workdir, "checkpoints"),
+    }
+
+
+def stage_transcribe(workdir: str, args: argparse.Namespace) -> dict:
+    """Transcribes the first test clips of each language with `xlsr_jax.transcribe`."""
+    import data_pipelines
+    from xlsr_jax.transcribe import Transcriber
+
+    ckpt = os.path.join(os.path.dirname(workdir), "finetune_ctc", "checkpoints")
+    config_langs = json.load(open(os.path.join(os.path.dirname(ckpt), "config.json"), encoding="utf-8"))
+    languages = config_langs["data"]["languages"]
+    paths, refs = [], []
+    for lang in languages:
+        with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, "test.tsv"), encoding="utf-8") as f:
+            rows = [line.rstrip("\n").split("\t") for line in f][1:]
+        for row in rows[: args.transcribe_per_language]:
+            paths.append(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, "clips", row[1]))
+            refs.append(row[2])
+    start = time.perf_counter()
+    texts, errors = Transcriber(ckpt)(paths)
+    rows = [{"file": os.path.relpath(p, REPO), "reference": r, "transcript": t} for p, r, t in zip(paths, refs, texts)]
+    for row in rows:
+        log.info("%s\n    ref: %s\n    hyp: %s", row["file"], row["reference"], row["transcript"])
+    return {"seconds": round(time.perf_counter() - start, 1), "files": rows, "errors": errors}
+
+
+def stage_export(workdir: str, args: argparse.Namespace) -> dict:
+    """Exports the fine-tuned CTC model: our checkpoint format (with its vocabulary), then a
+    transformers folder (PyTorch); checks transformers' logits against ours when torch is here."""
+    import numpy as np
+
+    from xlsr_jax import convert, pretrained
+    from xlsr_jax.transcribe import Transcriber, load_inputs
+
+    ckpt = os.path.join(os.path.dirname(workdir), "finetune_ctc", "checkpoints")
+    transcriber = Transcriber(ckpt)
+    loaded = transcriber.loaded
+    vocab = {t: i for i, t in enumerate(transcriber.vocabulary.tokens)}
+    export_dir = pretrained.save_pretrained(
+        os.path.join(workdir, "xlsr_jax"),
+        loaded.params,
+        loaded.config,
+        loaded.architecture,
+        vocab=vocab,
+        audio=loaded.audio,
+        overwrite=True,
+    )
+    hf_dir = convert.orbax_to_hf(export_dir, os.path.join(workdir, "hf"), overwrite=True)
+    summary = {"xlsr_jax": export_dir, "hf": hf_dir}
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        summary["parity"] = f"skipped: {e}"
+        return summary
+    import data_pipelines
+
+    clip = os.path.join(data_pipelines.DEMO_CORPUS_DIR, "es", "clips", "common_voice_es_00000.mp3")
+    wave = load_inputs([clip], loaded.audio)[0][0][None, :]  # [1, samples]
+    hf_model = transformers.Wav2Vec2ForCTC.from_pretrained(hf_dir).eval()
+    with torch.no_grad():
+        theirs = hf_model(torch.from_numpy(wave)).logits.numpy()
+    ours, _ = loaded.model().apply({"params": loaded.params}, wave, np.zeros(wave.shape, bool), deterministic=True)
+    summary["parity_max_abs_logit_diff"] = float(np.max(np.abs(np.asarray(ours) - theirs)))
+    return summary
+
+
+def stage_lid(workdir: str, args: argparse.Namespace) -> dict:
+    """Language ID from the pretrained checkpoint (configs/finetune/demo_lid.py); accuracy on the
+    test split, with the confusion matrix in test_report.json."""
+    from configs.finetune import demo_lid
+
+    config = demo_lid.get_config(args.lid_arg)
+    config.init.checkpoint = config.init.checkpoint or _pretrained_checkpoint(workdir)
+    metrics, seconds, task, records = _finetune(config, workdir, "test")
+    from xlsr_jax.tasks import lid
+
+    report = lid.lid_report(records, task.languages)
+    with open(os.path.join(workdir, "test_report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return {
+        "steps": config.train.total_steps,
+        "seconds": round(seconds, 1),
+        "test_accuracy": round(report["accuracy"], 3),
+        "chance": round(report["chance"], 3),
+        "per_language": {k: round(v, 3) for k, v in report["per_language"].items()},
+    }
+
+
 # (name, function): run in this order; later stages may read earlier stages' directories.
 STAGES = [
     ("pretrain", stage_pretrain),
+    ("finetune_ctc", stage_finetune_ctc),
+    ("transcribe", stage_transcribe),
+    ("export", stage_export),
+    ("lid", stage_lid),
 ]
 
 
@@ -74,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         "--stages", default=",".join(name for name, _ in STAGES), help="comma-separated stages to run (default: all)"
     )
     parser.add_argument("--config_arg", default=None, help="argument for configs/demo.py, e.g. steps=300")
+    parser.add_argument("--finetune_arg", default=None, help="argument for configs/finetune/demo_ctc.py")
+    parser.add_argument("--lid_arg", default=None, help="argument for configs/finetune/demo_lid.py")
+    parser.add_argument("--transcribe_per_language", type=int, default=1, help="test clips transcribed per language")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax", "orbax", "tensorflow"):

@@ -155,7 +155,8 @@ def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int 
     refs, hyps, langs = [], [], []
     for batch, out in records:
         keep = common.host_valid(batch)
-        refs += [r for r, k in zip(decoding.label_texts(batch["labels"], batch["label_padding"], vocabulary), keep) if k]
+        texts = decoding.label_texts(batch["labels"], batch["label_padding"], vocabulary)
+        refs += [r for r, k in zip(texts, keep) if k]
         hyps += [h for h, k in zip(decoding.greedy_decode(out["ids"], vocabulary), keep) if k]
         langs += [languages[int(i)] for i, k in zip(batch["language"], keep) if k]
     counts = decoding.error_rates_by_language(refs, hyps, langs)
