@@ -15,10 +15,22 @@ from xlsr_jax.tasks import common
 
 
 def _optim_cfg(**overrides):
-    cfg = ml_collections.ConfigDict(dict(
-        name="adamw", lr=0.1, b1=0.9, b2=0.98, eps=1e-12, weight_decay=0.1, clip_grad_norm=0.0,
-        schedule="tri_stage", total_steps=20, phase_ratio=(0.1, 0.4, 0.5), init_lr_scale=0.01,
-        final_lr_scale=0.05))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            name="adamw",
+            lr=0.1,
+            b1=0.9,
+            b2=0.98,
+            eps=1e-12,
+            weight_decay=0.1,
+            clip_grad_norm=0.0,
+            schedule="tri_stage",
+            total_steps=20,
+            phase_ratio=(0.1, 0.4, 0.5),
+            init_lr_scale=0.01,
+            final_lr_scale=0.05,
+        )
+    )
     cfg.update(overrides)
     return cfg
 
@@ -26,8 +38,10 @@ def _optim_cfg(**overrides):
 def _params():
     rng = np.random.default_rng(0)
     leaf = lambda: jnp.asarray(rng.standard_normal(4), jnp.float32)  # noqa: E731
-    return {"wav2vec2": {"feature_extractor": {"w": leaf()}, "encoder": {"w": leaf()}, "masked_spec_embed": leaf()},
-            "lm_head": {"w": leaf()}}
+    return {
+        "wav2vec2": {"feature_extractor": {"w": leaf()}, "encoder": {"w": leaf()}, "masked_spec_embed": leaf()},
+        "lm_head": {"w": leaf()},
+    }
 
 
 def test_optimizer_freezes_feature_encoder_always_and_encoder_for_n_updates():

@@ -81,8 +81,15 @@ class ErrorCounts:
 
     def as_dict(self) -> dict[str, float]:
         """JSON-friendly summary: rates and the counts behind them."""
-        return {"wer": self.wer, "cer": self.cer, "word_errors": self.word_errors, "words": self.words,
-                "char_errors": self.char_errors, "chars": self.chars, "utterances": self.utterances}
+        return {
+            "wer": self.wer,
+            "cer": self.cer,
+            "word_errors": self.word_errors,
+            "words": self.words,
+            "char_errors": self.char_errors,
+            "chars": self.chars,
+            "utterances": self.utterances,
+        }
 
 
 def error_counts(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
@@ -109,8 +116,9 @@ def error_counts(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorC
     return counts
 
 
-def error_rates_by_language(references: Sequence[str], hypotheses: Sequence[str],
-                            languages: Sequence[str]) -> dict[str, ErrorCounts]:
+def error_rates_by_language(
+    references: Sequence[str], hypotheses: Sequence[str], languages: Sequence[str]
+) -> dict[str, ErrorCounts]:
     """`error_counts` per language plus an "all" entry over every utterance."""
     groups: dict[str, tuple[list[str], list[str]]] = {}
     for ref, hyp, lang in zip(references, hypotheses, languages, strict=True):
@@ -142,8 +150,15 @@ class BeamSearchDecoder:
     too (pyctcdecode drops empty labels from the output).
     """
 
-    def __init__(self, vocabulary: Any, kenlm_model: str | None = None, *, alpha: float = 0.5,
-                 beta: float = 1.0, beam_width: int = 100):
+    def __init__(
+        self,
+        vocabulary: Any,
+        kenlm_model: str | None = None,
+        *,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+        beam_width: int = 100,
+    ):
         """Builds the decoder.
 
         Args:
@@ -190,14 +205,23 @@ class BeamSearchDecoder:
         return out
 
 
-def write_report(path: str, per_language: Mapping[str, ErrorCounts], *, step: int | None = None,
-                 examples: Iterable[Mapping[str, str]] = (), extra: Mapping[str, Any] | None = None) -> None:
+def write_report(
+    path: str,
+    per_language: Mapping[str, ErrorCounts],
+    *,
+    step: int | None = None,
+    examples: Iterable[Mapping[str, str]] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Writes a JSON report: rates and counts per language, a few example transcripts, extras."""
     import json
     import os
 
-    report: dict[str, Any] = {"step": step, "per_language": {k: v.as_dict() for k, v in per_language.items()},
-                              "examples": list(examples)}
+    report: dict[str, Any] = {
+        "step": step,
+        "per_language": {k: v.as_dict() for k, v in per_language.items()},
+        "examples": list(examples),
+    }
     if extra:
         report.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

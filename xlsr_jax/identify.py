@@ -46,15 +46,20 @@ class Identifier:
 
         self.loaded = pretrained.load_pretrained(ckpt)
         if self.loaded.architecture != "Wav2Vec2ForSequenceClassification":
-            raise ValueError(f"{ckpt}: a {self.loaded.architecture} checkpoint, not a language-ID "
-                             "classifier (use python -m xlsr_jax.transcribe for CTC models)")
+            raise ValueError(
+                f"{ckpt}: a {self.loaded.architecture} checkpoint, not a language-ID "
+                "classifier (use python -m xlsr_jax.transcribe for CTC models)"
+            )
         self.labels = class_names(ckpt, self.loaded)
         self.batch_size = batch_size
         self.exact_lengths = self.loaded.config.feat_extract_norm == "group"
         model = self.loaded.model()
         params = jax.device_put(self.loaded.params)
-        self._forward = jax.jit(lambda audio, padding: jax.nn.softmax(
-            model.apply({"params": params}, audio, padding, deterministic=True), axis=-1))
+        self._forward = jax.jit(
+            lambda audio, padding: jax.nn.softmax(
+                model.apply({"params": params}, audio, padding, deterministic=True), axis=-1
+            )
+        )
 
     def __call__(self, paths: Sequence[str]) -> tuple[list[np.ndarray | None], list[str]]:
         """Probabilities float32 [num_labels] per file (None where a file failed), and errors."""

@@ -60,8 +60,9 @@ def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[l
     return waves, errors
 
 
-def batches(waves: Sequence[np.ndarray | None], batch_size: int, exact_lengths: bool
-            ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+def batches(
+    waves: Sequence[np.ndarray | None], batch_size: int, exact_lengths: bool
+) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """Length-sorted padded batches.
 
     Yields:
@@ -70,14 +71,14 @@ def batches(waves: Sequence[np.ndarray | None], batch_size: int, exact_lengths: 
     order = sorted((i for i, w in enumerate(waves) if w is not None), key=lambda i: waves[i].size)
     size = 1 if exact_lengths else batch_size
     for start in range(0, len(order), size):
-        idx = order[start:start + size]
+        idx = order[start : start + size]
         longest = max(waves[i].size for i in idx)
         length = longest if exact_lengths else -(-longest // PAD_TO_SAMPLES) * PAD_TO_SAMPLES
         audio = np.zeros((len(idx), length), np.float32)
         padding = np.ones((len(idx), length), bool)
         for row, i in enumerate(idx):
-            audio[row, :waves[i].size] = waves[i]
-            padding[row, :waves[i].size] = False
+            audio[row, : waves[i].size] = waves[i]
+            padding[row, : waves[i].size] = False
         yield idx, audio, padding
 
 
@@ -123,12 +124,15 @@ class Transcriber:
 
         self.loaded = pretrained.load_pretrained(ckpt)
         if self.loaded.architecture != "Wav2Vec2ForCTC":
-            raise ValueError(f"{ckpt}: a {self.loaded.architecture} checkpoint, not a CTC model "
-                             "(use python -m xlsr_jax.identify for language ID)")
+            raise ValueError(
+                f"{ckpt}: a {self.loaded.architecture} checkpoint, not a CTC model "
+                "(use python -m xlsr_jax.identify for language ID)"
+            )
         self.vocabulary = load_vocabulary(ckpt, self.loaded)
         if len(self.vocabulary) != self.loaded.config.vocab_size:
-            raise ValueError(f"{ckpt}: vocabulary has {len(self.vocabulary)} tokens, the CTC head "
-                             f"{self.loaded.config.vocab_size}")
+            raise ValueError(
+                f"{ckpt}: vocabulary has {len(self.vocabulary)} tokens, the CTC head {self.loaded.config.vocab_size}"
+            )
         self.batch_size = batch_size
         self.exact_lengths = self.loaded.config.feat_extract_norm == "group"
         self.beam = None

@@ -48,8 +48,9 @@ def finetune_config(
     Returns:
       ConfigDict.
     """
-    config = common.pretraining_config(model=model, data=data, total_steps=total_steps, lr=lr,
-                                       warmup_steps=0, gumbel_temperature=(2.0, 0.5, 0.999995))
+    config = common.pretraining_config(
+        model=model, data=data, total_steps=total_steps, lr=lr, warmup_steps=0, gumbel_temperature=(2.0, 0.5, 0.999995)
+    )
     config.task = task  # xlsr_jax.tasks: "ctc" (Wav2Vec2ForCTC) or "lid" (sequence classification)
 
     # fairseq adam for fine-tuning: eps 1e-8, no weight decay, no clipping.
@@ -80,8 +81,15 @@ def finetune_config(
     return config
 
 
-def finetune_model(preset: str, *, mask_time_prob: float, mask_feature_prob: float,
-                   mask_feature_length: int = 64, layerdrop: float = 0.1, **overrides: Any) -> dict[str, Any]:
+def finetune_model(
+    preset: str,
+    *,
+    mask_time_prob: float,
+    mask_feature_prob: float,
+    mask_feature_length: int = 64,
+    layerdrop: float = 0.1,
+    **overrides: Any,
+) -> dict[str, Any]:
     """A preset with fairseq's fine-tuning regularisation (see module docstring).
 
     Args:

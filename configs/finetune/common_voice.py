@@ -21,19 +21,27 @@ def get_config(arg=None):
     """Returns the config; `arg` like "lang=sw,path=/data/cv-corpus-15.0,init=/ckpt/xls_r_300m"."""
     import data_pipelines
 
-    args = common.parse_arg(arg, lang="sw", path="/data/common_voice", preset="large", init="",
-                            steps=20000, batch=320, lr=1e-4)
+    args = common.parse_arg(
+        arg, lang="sw", path="/data/common_voice", preset="large", init="", steps=20000, batch=320, lr=1e-4
+    )
     data = data_pipelines.default_config()
-    data.sources = [{"type": "common_voice", "path": args.path, "splits": {}, "languages": [args.lang],
-                     "language": ""}]
+    data.sources = [{"type": "common_voice", "path": args.path, "splits": {}, "languages": [args.lang], "language": ""}]
     data.languages = [args.lang]
     data.batch_size = args.batch
     data.min_sample_size = 8000  # keep clips of 0.5 s and more (Common Voice clips are ~2-10 s)
     data.max_sample_size = 320000  # drop (counted) anything over 20 s
-    model = base.finetune_model(args.preset, mask_time_prob=0.75, mask_feature_prob=0.25,
-                                vocab_size=base.ctc_vocab_size(data))
-    config = base.finetune_config(task="ctc", model=model, data=data, total_steps=args.steps, lr=args.lr,
-                                  freeze_finetune_updates=10000, init_checkpoint=args.init)
+    model = base.finetune_model(
+        args.preset, mask_time_prob=0.75, mask_feature_prob=0.25, vocab_size=base.ctc_vocab_size(data)
+    )
+    config = base.finetune_config(
+        task="ctc",
+        model=model,
+        data=data,
+        total_steps=args.steps,
+        lr=args.lr,
+        freeze_finetune_updates=10000,
+        init_checkpoint=args.init,
+    )
     config.ckpt.every_steps = 2000
     config.eval.every_steps = 2000
     if args.preset in ("xls_r_1b", "xls_r_2b"):

@@ -33,10 +33,24 @@ def get_config(arg=None):
     """Returns the demo CTC fine-tuning config; `arg` like "steps=400,langs=es+sw"."""
     args = common.parse_arg(arg, steps=300, batch=8, langs="", init="", lr=2e-3)
     data = demo_data("ctc", args.batch, args.langs)
-    model = base.finetune_model("tiny", mask_time_prob=0.2, mask_feature_prob=0.1, mask_feature_length=8,
-                                layerdrop=0.05, mask_time_length=5, vocab_size=base.ctc_vocab_size(data))
-    config = base.finetune_config(task="ctc", model=model, data=data, total_steps=args.steps, lr=args.lr,
-                                  freeze_finetune_updates=args.steps // 10, init_checkpoint=args.init)
+    model = base.finetune_model(
+        "tiny",
+        mask_time_prob=0.2,
+        mask_feature_prob=0.1,
+        mask_feature_length=8,
+        layerdrop=0.05,
+        mask_time_length=5,
+        vocab_size=base.ctc_vocab_size(data),
+    )
+    config = base.finetune_config(
+        task="ctc",
+        model=model,
+        data=data,
+        total_steps=args.steps,
+        lr=args.lr,
+        freeze_finetune_updates=args.steps // 10,
+        init_checkpoint=args.init,
+    )
     config.train.log_every = 25
     config.train.peak_flops_per_device = 300e9  # measured float32 matmul rate of the 2-core dev box
     config.ckpt.every_steps = 100

@@ -20,18 +20,25 @@ def get_config(arg=None):
     """Returns the config; `arg` like "lang=polish,path=/data/mls_polish,init=/ckpt/xls_r_300m"."""
     import data_pipelines
 
-    args = common.parse_arg(arg, lang="german", path="", preset="large", init="", steps=80000,
-                            batch=96, lr=3e-5)
+    args = common.parse_arg(arg, lang="german", path="", preset="large", init="", steps=80000, batch=96, lr=3e-5)
     path = args.path or f"/data/mls_{args.lang}"
     data = data_pipelines.default_config()
     data.sources = [{"type": "mls", "path": path, "splits": {}, "languages": [], "language": args.lang}]
     data.languages = [args.lang]
     data.batch_size = args.batch
     data.max_sample_size = 320000  # MLS segments are at most 20 s
-    model = base.finetune_model(args.preset, mask_time_prob=0.5, mask_feature_prob=0.5,
-                                vocab_size=base.ctc_vocab_size(data))
-    config = base.finetune_config(task="ctc", model=model, data=data, total_steps=args.steps, lr=args.lr,
-                                  freeze_finetune_updates=10000, init_checkpoint=args.init)
+    model = base.finetune_model(
+        args.preset, mask_time_prob=0.5, mask_feature_prob=0.5, vocab_size=base.ctc_vocab_size(data)
+    )
+    config = base.finetune_config(
+        task="ctc",
+        model=model,
+        data=data,
+        total_steps=args.steps,
+        lr=args.lr,
+        freeze_finetune_updates=10000,
+        init_checkpoint=args.init,
+    )
     config.ckpt.every_steps = 5000
     config.eval.every_steps = 5000
     if args.preset in ("xls_r_1b", "xls_r_2b"):

@@ -95,12 +95,12 @@ def frozen_for(inner: optax.GradientTransformation, num_updates: int) -> optax.G
 
 
 def _adam(optim_cfg: ml_collections.ConfigDict, lr: Callable) -> optax.GradientTransformation:
-    return optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                       weight_decay=optim_cfg.weight_decay)
+    return optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay)
 
 
-def finetune_optimizer(optim_cfg: ml_collections.ConfigDict, *, freeze_feature_encoder: bool,
-                       freeze_updates: int) -> tuple[optax.GradientTransformation, Callable]:
+def finetune_optimizer(
+    optim_cfg: ml_collections.ConfigDict, *, freeze_feature_encoder: bool, freeze_updates: int
+) -> tuple[optax.GradientTransformation, Callable]:
     """Adam with the fine-tuning freezes (module docstring), gradient clipping and the schedule.
 
     Args:
@@ -215,7 +215,8 @@ def restore_init_params(path: str, abstract_params: PyTree, fresh_params: PyTree
     if ENCODER_PREFIX not in request:
         raise ValueError(
             f"{path}: no encoder ({ENCODER_PREFIX}/) with this model's shapes in the checkpoint (top-level "
-            f"parts: {sorted(saved)}); check the model config (preset, scan_layers) against it")
+            f"parts: {sorted(saved)}); check the model config (preset, scan_layers) against it"
+        )
     if headless:
         restored = {ENCODER_PREFIX: checkpointing.restore_params(path, request[ENCODER_PREFIX], partial=True)}
     else:
@@ -245,8 +246,9 @@ def host_valid(batch) -> np.ndarray:
     return np.ones(np.asarray(batch["language"]).shape[:1], bool)
 
 
-def collect_eval_records(task: Any, params: PyTree, data_cfg: ml_collections.ConfigDict, split: str,
-                         max_batches: int | None = None) -> list[tuple[dict, dict]]:
+def collect_eval_records(
+    task: Any, params: PyTree, data_cfg: ml_collections.ConfigDict, split: str, max_batches: int | None = None
+) -> list[tuple[dict, dict]]:
     """Runs a task's `eval_outputs` over one pass of a split on this host (after training).
 
     Args:

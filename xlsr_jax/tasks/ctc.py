@@ -61,7 +61,8 @@ class CtcTask:
             raise ValueError(
                 f"config.model.vocab_size is {self.model_config.vocab_size} but the vocabulary of "
                 f"config.data has {len(self.vocabulary)} tokens; pass "
-                f"--config.model.vocab_size={len(self.vocabulary)} (configs/finetune/* compute it)")
+                f"--config.model.vocab_size={len(self.vocabulary)} (configs/finetune/* compute it)"
+            )
         if self.model_config.pad_token_id != self.vocabulary.blank_id:
             raise ValueError("model.pad_token_id must be the vocabulary's blank id (0)")
         self.model = Wav2Vec2ForCTC(self.model_config)
@@ -74,8 +75,9 @@ class CtcTask:
 
     def create_optimizer(self, optim_cfg):
         """Adam with the frozen feature encoder and the initial Transformer freeze."""
-        return common.finetune_optimizer(optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder,
-                                         freeze_updates=self.freeze_updates)
+        return common.finetune_optimizer(
+            optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
+        )
 
     def restore_init_params(self, path, abstract_params, fresh_params):
         """Pretrained encoder from `path`, fresh CTC head (`common.restore_init_params`)."""
@@ -83,8 +85,10 @@ class CtcTask:
 
     def example_batch(self) -> dict[str, np.ndarray]:
         """Silence; parameter shapes do not depend on its length."""
-        return {"audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-                "padding_mask": np.zeros((1, self.init_samples), bool)}
+        return {
+            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+            "padding_mask": np.zeros((1, self.init_samples), bool),
+        }
 
     @staticmethod
     def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
@@ -92,19 +96,23 @@ class CtcTask:
 
     def init_params(self, rng, batch):
         """Boxed parameters of Wav2Vec2ForCTC."""
-        variables = self.model.init({"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
-                                    jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]),
-                                    deterministic=True)
+        variables = self.model.init(
+            {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
+            jnp.asarray(batch["audio"]),
+            jnp.asarray(batch["padding_mask"]),
+            deterministic=True,
+        )
         return variables["params"]
 
     def _loss(self, params, batch, rng, deterministic: bool):
         from xlsr_jax import losses
 
         logits, frame_padding = self.model.apply(  # [B, T, vocab], [B, T]
-            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=deterministic,
-            rngs=self._rngs(rng))
-        per_seq, _ = losses.ctc_loss(logits, frame_padding, batch["labels"], batch["label_padding"],
-                                     blank_id=self.vocabulary.blank_id)
+            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=deterministic, rngs=self._rngs(rng)
+        )
+        per_seq, _ = losses.ctc_loss(
+            logits, frame_padding, batch["labels"], batch["label_padding"], blank_id=self.vocabulary.blank_id
+        )
         return common.weighted_mean(per_seq, common.row_weights(batch))
 
     def loss(self, params, batch, rng, num_updates):
@@ -121,12 +129,17 @@ class CtcTask:
 
     def eval_outputs(self, params, batch):
         """Greedy per-frame ids (int32 [batch, frames], blank at padding) for host decoding."""
-        logits, frame_padding = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],
-                                                 deterministic=True)
+        logits, frame_padding = self.model.apply(
+            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=True
+        )
         return {"ids": decoding.greedy_ids(logits, frame_padding, self.vocabulary.blank_id)}
 
-    def eval_report(self, records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
-                    step: int, workdir: str | None) -> dict[str, float]:
+    def eval_report(
+        self,
+        records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+        step: int,
+        workdir: str | None,
+    ) -> dict[str, float]:
         """WER/CER overall and per language; writes `<workdir>/eval/ctc_<step>.json` when given."""
         report = ctc_report(records, self.vocabulary, self.languages, self.report_examples)
         if workdir:

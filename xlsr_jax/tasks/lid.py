@@ -41,8 +41,10 @@ class LidTask:
             raise ValueError("task 'lid' needs config.data.languages (the class order)")
         self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
         if self.model_config.num_labels != len(self.languages):
-            raise ValueError(f"config.model.num_labels is {self.model_config.num_labels} but "
-                             f"config.data.languages has {len(self.languages)} entries")
+            raise ValueError(
+                f"config.model.num_labels is {self.model_config.num_labels} but "
+                f"config.data.languages has {len(self.languages)} entries"
+            )
         self.model = Wav2Vec2ForSequenceClassification(self.model_config)
         self.freeze_updates = int(config.finetune.freeze_finetune_updates)
         self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
@@ -50,8 +52,9 @@ class LidTask:
 
     def create_optimizer(self, optim_cfg):
         """Adam with the frozen feature encoder and the initial encoder freeze."""
-        return common.finetune_optimizer(optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder,
-                                         freeze_updates=self.freeze_updates)
+        return common.finetune_optimizer(
+            optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
+        )
 
     def restore_init_params(self, path, abstract_params, fresh_params):
         """Pretrained encoder from `path`, fresh projector and classifier."""
@@ -59,8 +62,10 @@ class LidTask:
 
     def example_batch(self) -> dict[str, np.ndarray]:
         """Silence; parameter shapes do not depend on its length."""
-        return {"audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-                "padding_mask": np.zeros((1, self.init_samples), bool)}
+        return {
+            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+            "padding_mask": np.zeros((1, self.init_samples), bool),
+        }
 
     @staticmethod
     def _rngs(rng):
@@ -68,14 +73,22 @@ class LidTask:
 
     def init_params(self, rng, batch):
         """Boxed parameters of Wav2Vec2ForSequenceClassification."""
-        variables = self.model.init({"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
-                                    jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]),
-                                    deterministic=True)
+        variables = self.model.init(
+            {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
+            jnp.asarray(batch["audio"]),
+            jnp.asarray(batch["padding_mask"]),
+            deterministic=True,
+        )
         return variables["params"]
 
     def _metrics(self, params, batch, rng, deterministic):
-        logits = self.model.apply({"params": params}, batch["audio"], batch["padding_mask"],  # [B, labels]
-                                  deterministic=deterministic, rngs=self._rngs(rng))
+        logits = self.model.apply(
+            {"params": params},
+            batch["audio"],
+            batch["padding_mask"],  # [B, labels]
+            deterministic=deterministic,
+            rngs=self._rngs(rng),
+        )
         weights = common.row_weights(batch)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["language"])
         loss = common.weighted_mean(nll, weights)
@@ -120,8 +133,9 @@ class LidTask:
         return []
 
 
-def lid_report(records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
-               languages: Sequence[str]) -> dict[str, Any]:
+def lid_report(
+    records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]], languages: Sequence[str]
+) -> dict[str, Any]:
     """Accuracy, per-language accuracy and confusion matrix (rows: true, columns: predicted)."""
     n = len(languages)
     confusion = np.zeros((n, n), np.int64)
@@ -131,11 +145,17 @@ def lid_report(records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np
         true = np.asarray(batch["language"])[keep]
         np.add.at(confusion, (true, pred), 1)
     total = int(confusion.sum())
-    per_language = {lang: float(confusion[i, i] / confusion[i].sum())
-                    for i, lang in enumerate(languages) if confusion[i].sum()}
-    return {"accuracy": float(np.trace(confusion) / total) if total else float("nan"),
-            "utterances": total, "chance": 1.0 / n, "per_language": per_language,
-            "languages": list(languages), "confusion": confusion.tolist()}
+    per_language = {
+        lang: float(confusion[i, i] / confusion[i].sum()) for i, lang in enumerate(languages) if confusion[i].sum()
+    }
+    return {
+        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
+        "utterances": total,
+        "chance": 1.0 / n,
+        "per_language": per_language,
+        "languages": list(languages),
+        "confusion": confusion.tolist(),
+    }
 
 
 trainer.register_task("lid", LidTask)
