@@ -1,0 +1,393 @@
+"""Speed of the pretraining step and of encoder inference, JAX vs PyTorch `transformers`.
+
+For each chosen config this times, in one process and with repeats interleaved so that machine
+noise hits both sides alike:
+  - `train`: one pretraining update (forward, `losses.pretraining_loss`, backward, AdamW), jitted
+    with the state donated, masks and distractors drawn inside the step;
+  - `infer`: the encoder forward (`Wav2Vec2Model`, deterministic, no masking);
+and, when `torch` and `transformers` are installed, the same two for `transformers`'
+`Wav2Vec2ForPreTraining` random-initialised from the same config, on the same batch, with masks of
+the same density and the same number of distractors (drawn on the host by transformers' own
+helpers, outside the timed region, as its pretraining script's collator does).
+
+Reported per config and step (JSON on stdout): median / min seconds, audio-seconds per second,
+compile seconds, XLA's FLOPs for the step, MFU (FLOPs / time / --peak_flops), peak memory of the
+compiled step (XLA's buffer assignment: arguments + outputs + temporaries - aliased), and the
+ratio PyTorch time / JAX time (> 1 means JAX is faster).
+
+  .venv/bin/python experiments/benchmark.py --configs tiny,small,base --repeats 5
+  .venv/bin/python experiments/benchmark.py --configs large --repeats 2 --no_torch
+
+The `large` config takes minutes per repeat on a 2-core CPU; `--configs` picks what fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+CONFIG_NAMES = ("tiny", "small", "base", "large", "xls_r_1b", "xls_r_2b")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="tiny,small,base", help=f"comma-separated, from {CONFIG_NAMES}")
+    p.add_argument("--steps", default="train,infer", help="comma-separated: train, infer")
+    p.add_argument("--batch", type=int, default=4, help="utterances per batch")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds of 16 kHz audio per utterance")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per side (interleaved)")
+    p.add_argument("--jax_warmup", type=int, default=1, help="untimed JAX calls after compiling")
+    p.add_argument("--torch_warmup", type=int, default=3, help="untimed PyTorch calls (it needs 3+ to settle)")
+    p.add_argument("--torch_threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--no_torch", action="store_true", help="JAX only")
+    p.add_argument(
+        "--peak_flops",
+        type=float,
+        default=300e9,
+        help="device peak FLOP/s for MFU (default: a 2048^3 f32 matmul on the 2-core CPU)",
+    )
+    p.add_argument("--dtype", default="float32", help="compute dtype of our model (float32, bfloat16)")
+    p.add_argument("--scan_layers", type=int, default=None, help="override the config (0/1)")
+    p.add_argument("--remat", default=None, help="override the config: none, full, dots")
+    p.add_argument("--compile_only", action="store_true", help="compile and report FLOPs/memory, no timing")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs.
+# ---------------------------------------------------------------------------------------------
+
+
+def get_config(name: str, args: argparse.Namespace):
+    """Our `Wav2Vec2Config` for a benchmark config name, with the execution flags applied."""
+    from xlsr_jax.models import get_preset
+
+    if name == "small":
+        # The issue's peer table: XLS-R flags (layer-norm extractor, pre-LN), the full 7-layer
+        # 512-channel conv encoder, a 256-wide 4-layer Transformer.
+        cfg = get_preset(
+            "large",
+            hidden_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=1024,
+            codevector_dim=256,
+            proj_codevector_dim=256,
+        )
+    else:
+        cfg = get_preset(name)
+    overrides: dict[str, Any] = {"dtype": args.dtype}
+    if args.scan_layers is not None:
+        overrides["scan_layers"] = bool(args.scan_layers)
+    if args.remat is not None:
+        overrides["remat"] = args.remat
+    return dataclasses.replace(cfg, **overrides)
+
+
+def make_batch(cfg, batch: int, num_samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random unit-variance audio [batch, samples] and an all-False padding mask (equal lengths)."""
+    rng = np.random.default_rng(seed)
+    audio = rng.standard_normal((batch, num_samples)).astype(np.float32)
+    return audio, np.zeros((batch, num_samples), bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX side.
+# ---------------------------------------------------------------------------------------------
+
+
+def _cost(compiled) -> tuple[float, int | None]:
+    """(FLOPs, peak bytes) of a compiled executable from XLA's own analyses."""
+    flops = 0.0
+    try:
+        analysis = compiled.cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0] if analysis else {}
+        flops = float((analysis or {}).get("flops", 0.0))
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        pass
+    peak = None
+    try:
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            peak = int(
+                mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
+            )
+    except Exception:  # noqa: BLE001
+        pass
+    return flops, peak
+
+
+class JaxSide:
+    """Our model: a jitted, state-donating train step and a jitted encoder forward."""
+
+    def __init__(self, cfg, audio: np.ndarray, padding: np.ndarray, abstract: bool = False):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        from xlsr_jax import losses
+        from xlsr_jax.models import Wav2Vec2ForPreTraining, Wav2Vec2Model
+
+        self.jax = jax
+        self.cfg = cfg
+        model = Wav2Vec2ForPreTraining(cfg)
+        encoder = Wav2Vec2Model(cfg)
+        self.audio = jnp.asarray(audio)  # [batch, samples]
+        self.padding = jnp.asarray(padding)  # [batch, samples]
+        keys = jax.random.split(jax.random.PRNGKey(0), 4)
+        rngs = {"params": keys[0], "dropout": keys[1], "gumbel": keys[2], "mask": keys[3]}
+        init_audio = self.audio[:1, : min(self.audio.shape[1], SAMPLE_RATE)]
+
+        def init(r):
+            params = model.init(r, init_audio, None, deterministic=True)["params"]
+            return jax.tree.map(
+                lambda x: x.unbox() if hasattr(x, "unbox") else x, params, is_leaf=lambda x: hasattr(x, "unbox")
+            )
+
+        tx = optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01)
+        # Compile-only runs (the 48-layer configs) trace against shapes: nothing is allocated.
+        params = jax.eval_shape(init, rngs) if abstract else jax.jit(init)(rngs)
+        self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
+
+        def train_step(state, audio, padding):
+            params, opt_state, step = state
+            rng = jax.random.fold_in(jax.random.PRNGKey(1), step)
+            r = {name: jax.random.fold_in(rng, i) for i, name in enumerate(("dropout", "gumbel", "mask"))}
+
+            def loss_fn(p):
+                out = model.apply({"params": p}, audio, padding, gumbel_temperature=2.0, deterministic=False, rngs=r)
+                return losses.pretraining_loss(out, cfg)
+
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state, step + 1), loss
+
+        def infer(params, audio, padding):
+            out = encoder.apply({"params": params["wav2vec2"]}, audio, padding, deterministic=True)
+            return out.last_hidden_state  # [batch, frames, hidden]
+
+        self._train = jax.jit(train_step, donate_argnums=(0,))
+        self._infer = jax.jit(infer)
+        make_state = lambda p: (p, tx.init(p), jnp.zeros((), jnp.int32))  # noqa: E731
+        self.state = jax.eval_shape(make_state, params) if abstract else make_state(params)
+        self.compiled: dict[str, Any] = {}
+        self.info: dict[str, dict[str, Any]] = {}
+
+    def compile(self, step: str) -> None:
+        """Lowers and compiles one step, recording compile seconds, FLOPs and peak memory."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        if step == "train":
+            lowered = self._train.lower(self.state, self.audio, self.padding)
+        else:
+            lowered = self._infer.lower(self.state[0], self.audio, self.padding)
+        compiled = lowered.compile()
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        flops, peak = _cost(compiled)
+        self.compiled[step] = compiled
+        # CPU seconds of tracing + compiling: on a shared machine less noisy than wall time.
+        self.info[step] = {"compile_s": seconds, "compile_cpu_s": cpu_seconds, "flops": flops, "peak_bytes": peak}
+
+    def run(self, step: str) -> float:
+        """One call of a compiled step, blocking until done; returns seconds."""
+        start = time.perf_counter()
+        if step == "train":
+            self.state, loss = self.compiled["train"](self.state, self.audio, self.padding)
+            loss.block_until_ready()
+        else:
+            self.compiled["infer"](self.state[0], self.audio, self.padding).block_until_ready()
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch transformers side.
+# ---------------------------------------------------------------------------------------------
+
+
+def hf_config(cfg):
+    """Our config -> `transformers.Wav2Vec2Config` (via the converters' field table)."""
+    import transformers
+
+    from xlsr_jax.convert.configs import config_to_hf
+
+    values = config_to_hf(cfg, "Wav2Vec2ForPreTraining")
+    values.pop("architectures", None)
+    return transformers.Wav2Vec2Config(**values)
+
+
+class TorchSide:
+    """transformers' Wav2Vec2ForPreTraining: the same update (AdamW) and encoder forward."""
+
+    def __init__(self, cfg, audio: np.ndarray, threads: int):
+        import torch
+        import transformers
+        from transformers.models.wav2vec2.modeling_wav2vec2 import (
+            _compute_mask_indices,
+            _sample_negative_indices,
+        )
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = transformers.Wav2Vec2ForPreTraining(hf_config(cfg))
+        self.model.set_gumbel_temperature(2.0)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+        self.audio = torch.from_numpy(audio)
+        batch, samples = audio.shape
+        frames = cfg.feature_lengths(samples)
+        # Same density and distractor count as our in-jit sampler; drawn here, off the clock.
+        mask = _compute_mask_indices(
+            (batch, frames), cfg.mask_time_prob, cfg.mask_time_length, min_masks=cfg.mask_time_min_masks
+        )
+        negatives = _sample_negative_indices((batch, frames), cfg.num_negatives, mask)
+        self.mask = torch.from_numpy(mask)
+        self.negatives = torch.from_numpy(negatives)
+        self.num_params = int(sum(p.numel() for p in self.model.parameters()))
+
+    def run(self, step: str) -> float:
+        """One update or one encoder forward; returns seconds."""
+        torch = self.torch
+        start = time.perf_counter()
+        if step == "train":
+            self.model.train()
+            out = self.model(self.audio, mask_time_indices=self.mask, sampled_negative_indices=self.negatives)
+            self.opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.opt.step()
+        else:
+            self.model.eval()
+            with torch.inference_mode():
+                self.model.wav2vec2(self.audio)
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver.
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary(times: list[float], audio_seconds: float) -> dict[str, Any]:
+    med = statistics.median(times)
+    return {"median_s": med, "min_s": min(times), "times_s": times, "audio_sec_per_sec": audio_seconds / med}
+
+
+def benchmark_config(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """All steps of one config; returns its JSON record."""
+    cfg = get_config(name, args)
+    num_samples = int(args.seconds * SAMPLE_RATE)
+    audio, padding = make_batch(cfg, args.batch, num_samples)
+    audio_seconds = args.batch * args.seconds
+    steps = [s for s in args.steps.split(",") if s]
+    record: dict[str, Any] = {
+        "config": name,
+        "frames": cfg.feature_lengths(num_samples),
+        "model": {
+            k: getattr(cfg, k)
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "intermediate_size",
+                "conv_dim",
+                "feat_extract_norm",
+                "do_stable_layer_norm",
+                "dtype",
+                "scan_layers",
+                "remat",
+            )
+        },
+    }
+    ours = JaxSide(cfg, audio, padding, abstract=args.compile_only)
+    record["num_params"] = ours.num_params
+    theirs = None
+    if not args.no_torch and not args.compile_only:
+        try:
+            theirs = TorchSide(cfg, audio, args.torch_threads)
+            record["torch_num_params"] = theirs.num_params
+        except ImportError as e:
+            record["torch_skipped"] = f"torch/transformers not importable: {e}"
+    for step in steps:
+        log(f"{name}/{step}: compiling")
+        ours.compile(step)
+        result: dict[str, Any] = {"jax": dict(ours.info[step])}
+        if not args.compile_only:
+            for _ in range(args.jax_warmup):
+                ours.run(step)
+            if theirs is not None:
+                for _ in range(args.torch_warmup):
+                    theirs.run(step)
+            jax_times, torch_times = [], []
+            for i in range(args.repeats):
+                # Alternate which side goes first so slow drifts in machine load cancel.
+                order = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+                for side in order:
+                    if side is ours:
+                        jax_times.append(ours.run(step))
+                    elif side is not None:
+                        torch_times.append(side.run(step))
+            result["jax"].update(_summary(jax_times, audio_seconds))
+            flops = result["jax"]["flops"]
+            result["jax"]["mfu"] = flops / result["jax"]["median_s"] / args.peak_flops if flops else None
+            if theirs is not None:
+                result["torch"] = _summary(torch_times, audio_seconds)
+                # Same work, so the same FLOP count gives PyTorch's utilisation too.
+                result["torch"]["mfu"] = flops / result["torch"]["median_s"] / args.peak_flops if flops else None
+                result["speedup_vs_torch"] = result["torch"]["median_s"] / result["jax"]["median_s"]
+        log(f"{name}/{step}: {json.dumps(result)}")
+        record[step] = result
+    return record
+
+
+def main(argv=None) -> dict[str, Any]:
+    """Runs the benchmark and prints one JSON document."""
+    args = parse_args(argv)
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIG_NAMES]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; choose from {CONFIG_NAMES}")
+    import jax
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    report: dict[str, Any] = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jax_version": jax.__version__,
+        "batch": args.batch,
+        "seconds_per_utterance": args.seconds,
+        "repeats": args.repeats,
+        "peak_flops": args.peak_flops,
+        "configs": [],
+    }
+    try:
+        import torch
+        import transformers
+
+        report["torch_version"] = torch.__version__
+        report["transformers_version"] = transformers.__version__
+    except ImportError:
+        pass
+    for name in names:
+        report["configs"].append(benchmark_config(name, args, log))
+    report["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Smoke test of experiments/benchmark.py: one repeat of the tiny config, JSON fields checked.
+
+Not a timing test: it proves the benchmark runs end to end (both sides when torch is installed)
+and reports every field the README and the performance issue quote.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _run(*flags: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *flags], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def _check_jax_fields(side: dict) -> None:
+    for key in ("compile_s", "compile_cpu_s", "flops", "peak_bytes", "median_s", "min_s", "audio_sec_per_sec", "mfu"):
+        assert key in side, key
+    assert side["compile_s"] > 0 and side["median_s"] > 0
+    assert side["flops"] > 1e8  # XLA's cost analysis saw the convolutions
+    assert side["peak_bytes"] > 0
+    assert 0 < side["mfu"] < 1
+
+
+@pytest.mark.skipif(not (_has("torch") and _has("transformers")), reason="needs torch + transformers (the torch extra)")
+def test_benchmark_tiny_both_sides():
+    report = _run("--configs", "tiny", "--repeats", "1", "--torch_warmup", "1", "--seconds", "1", "--batch", "2")
+    assert report["batch"] == 2 and report["torch_version"]
+    (record,) = report["configs"]
+    assert record["config"] == "tiny" and record["frames"] == 49
+    # The same architecture on both sides: transformers counts the same parameters as our tree.
+    assert record["num_params"] == record["torch_num_params"]
+    for step in ("train", "infer"):
+        _check_jax_fields(record[step]["jax"])
+        torch_side = record[step]["torch"]
+        assert torch_side["median_s"] > 0 and len(torch_side["times_s"]) == 1
+        assert record[step]["speedup_vs_torch"] == pytest.approx(
+            torch_side["median_s"] / record[step]["jax"]["median_s"]
+        )
+
+
+def test_benchmark_rejects_unknown_config():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--configs", "tiny,huge"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0 and "huge" in proc.stderr
