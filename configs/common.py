@@ -82,7 +82,9 @@ def pretraining_config(
     config.train.grad_accum_steps = 1
     config.train.log_every = 200  # steps between metric writes (fairseq log_interval 200)
     config.train.progress_bar = True  # tqdm bar with rate and ETA on process 0
-    config.train.max_consecutive_bad_steps = 100  # non-finite steps in a row that stop the run
+    # Non-finite steps in a row that stop the run (checked at log and checkpoint steps; the skipped
+    # updates leave the parameters untouched meanwhile). 0 = never stop.
+    config.train.max_consecutive_bad_steps = 100
     config.train.peak_flops_per_device = 0.0  # FLOP/s for perf/mfu; 0 = look up the device kind
     config.train.sample_rate = 16000  # Hz of the model input, for perf/audio_sec_per_sec
     config.train.init_num_samples = 16000  # audio length used only to build the parameters
