@@ -263,7 +263,10 @@ def collect_eval_records(
     import data_pipelines
 
     pipe = data_pipelines.build_input(data_cfg, split=split, task=task.data_task)
-    outputs_fn = jax.jit(task.eval_outputs)
+    # One compiled program per task object, reused across calls (before/after comparisons).
+    outputs_fn = getattr(task, "_jitted_eval_outputs", None)
+    if outputs_fn is None:
+        outputs_fn = task._jitted_eval_outputs = jax.jit(task.eval_outputs)
     records = []
     try:
         for i, batch in enumerate(pipe):
