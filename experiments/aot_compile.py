@@ -27,8 +27,13 @@ first that fits, so a search over meshes and batches is one call. JSON goes to s
   .venv/bin/python experiments/aot_compile.py --config configs/xls_r_300m.py --topology v4:2x2x1 \
       --mesh data=4,fsdp=1 --mesh data=1,fsdp=4 --batch_seconds 240,160
 
-A CTC fine-tuning step is compiled too (`--tasks pretrain,ctc`) when the trainer has a "ctc"
-task registered (xlsr_jax/tasks/ctc.py); otherwise the JSON says why it was skipped.
+The step compiled is the config's task: a pretraining recipe (configs/xls_r_*.py) or a
+fine-tuning one (configs/finetune/*.py, task "ctc" from xlsr_jax/tasks, with its own optimizer
+and frozen parameters), e.g. CTC on XLS-R 1B (a vocabulary file stands in for the corpus):
+
+  .venv/bin/python experiments/aot_compile.py --topology v5e:4x4 \
+      --config configs/finetune/common_voice.py:preset=xls_r_1b \
+      --set data.vocabulary.path=vocab.json --set model.vocab_size=40
 """
 
 from __future__ import annotations
@@ -207,7 +212,8 @@ def build_train_step(config, mesh):
     from xlsr_jax import sharding, trainer
 
     task = trainer.create_task(config)
-    tx, lr_schedule = trainer.create_optimizer(config.optim)
+    # Fine-tuning tasks build their own optimizer (frozen parameters), as in the trainer.
+    tx, lr_schedule = getattr(task, "create_optimizer", trainer.create_optimizer)(config.optim)
     rules = logical_rules(config)
     example = task.example_batch()
 
@@ -231,7 +237,7 @@ def build_train_step(config, mesh):
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
     )
     step = jax.jit(
-        trainer.make_train_step(task, tx, lr_schedule),
+        trainer.make_train_step(task, tx, lr_schedule, config.train.get("grad_accum_steps", 1)),
         in_shardings=(state_sharding, None),
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
@@ -294,7 +300,6 @@ def compile_one(
     from xlsr_jax import sharding
 
     config = config.copy_and_resolve_references()
-    config.task = task_name
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (
         mesh_sizes["data"],
         mesh_sizes["fsdp"],
@@ -448,7 +453,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=0.0,
         help="row length in seconds (default: the recipe's data.max_sample_size)",
     )
-    p.add_argument("--tasks", default="pretrain,ctc", help="comma list of trainer tasks to compile")
     p.add_argument(
         "--set",
         action="append",
@@ -496,7 +500,7 @@ def main(argv=None) -> dict[str, Any]:
         "results": [],
         "skipped": [],
     }
-    for task_name in filter(None, args.tasks.split(",")):
+    for task_name in [config.task]:
         if task_name not in trainer.TASKS:
             report["skipped"].append(
                 {
