@@ -19,7 +19,7 @@ venv: $(STAMP)
 # JAX_PLATFORMS=cpu: the tpu extra's libtpu would otherwise probe for a TPU in every test
 # process (warnings, a lock file); the AOT test compiles for TPU topologies regardless.
 test: $(STAMP)
-	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 demo: $(STAMP)
 	$(BIN)/python experiments/demo.py --workdir $(DEMO_DIR)

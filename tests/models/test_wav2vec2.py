@@ -184,8 +184,9 @@ def test_quantizer_forward_is_one_hot_and_gradient_is_soft():
 
     q = GumbelVectorQuantizer(cfg)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, cfg.conv_dim[-1])).astype(np.float32))
-    qp = q.init({"params": jax.random.key(0), "gumbel": jax.random.key(1)}, x, jnp.ones((2, 5)), 2.0, False)
-    res = q.apply(qp, x, jnp.ones((2, 5)), 2.0, False, rngs={"gumbel": jax.random.key(2)})
+    qp = jax.jit(lambda v: q.init({"params": jax.random.key(0), "gumbel": jax.random.key(1)}, v, jnp.ones((2, 5)),
+                                  2.0, False))(x)
+    res = jax.jit(lambda p: q.apply(p, x, jnp.ones((2, 5)), 2.0, False, rngs={"gumbel": jax.random.key(2)}))(qp)
     book = np.asarray(nn.unbox(qp)["params"]["codevectors"]).reshape(cfg.num_codevector_groups,
                                                                       cfg.num_codevectors_per_group, -1)
     codes = np.asarray(res.codes)
@@ -195,7 +196,7 @@ def test_quantizer_forward_is_one_hot_and_gradient_is_soft():
     def loss_fn(p):
         return jnp.sum(q.apply(p, x, jnp.ones((2, 5)), 2.0, False, rngs={"gumbel": jax.random.key(2)}).quantized ** 2)
 
-    grads = jax.grad(loss_fn)(nn.unbox(qp))["params"]["weight_proj"]["kernel"]
+    grads = jax.jit(jax.grad(loss_fn))(nn.unbox(qp))["params"]["weight_proj"]["kernel"]
     assert np.abs(np.asarray(grads)).max() > 0, "straight-through estimator passes no gradient"
 
 
@@ -239,11 +240,11 @@ def test_heads_shapes_and_padding_aware_pooling():
     padded = jnp.pad(audio, ((0, 0), (0, 2000)))
     mask = jnp.zeros((1, 8000), bool).at[:, 6000:].set(True)
     ctc = Wav2Vec2ForCTC(cfg)
-    logits, frame_pad = ctc.apply(init(ctc, padded), padded, mask)
+    logits, frame_pad = jax.jit(ctc.apply)(init(ctc, padded), padded, mask)
     assert logits.shape == (1, 24, 12) and logits.dtype == jnp.float32 and int(frame_pad.sum()) == 24 - 18
     cls = Wav2Vec2ForSequenceClassification(cfg)
     p = init(cls, padded)
-    np.testing.assert_allclose(cls.apply(p, padded, mask), cls.apply(p, audio), atol=2e-5)
+    np.testing.assert_allclose(jax.jit(cls.apply)(p, padded, mask), jax.jit(cls.apply)(p, audio), atol=2e-5)
 
 
 def test_bfloat16_compute_tracks_float32():
