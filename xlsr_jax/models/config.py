@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ class Wav2Vec2Config:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], strict: bool = True) -> "Wav2Vec2Config":
+    def from_dict(cls, values: dict[str, Any], strict: bool = True) -> Wav2Vec2Config:
         """Builds a config from a dict; unknown keys are an error unless `strict=False`."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
@@ -141,7 +142,7 @@ class Wav2Vec2Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Wav2Vec2Config":
+    def from_json(cls, text: str) -> Wav2Vec2Config:
         return cls.from_dict(json.loads(text))
 
 

@@ -7,8 +7,6 @@ tensors count as `hidden_states`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
