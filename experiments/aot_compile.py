@@ -429,7 +429,7 @@ def markdown_table(reports: list[dict[str, Any]]) -> str:
     """One markdown row per compiled candidate of saved JSON reports (for experiments/aot_results.md)."""
     lines = [
         "| model | topology | chips | mesh (data x fsdp) | batch (audio s) | s/chip | fits | peak GiB/chip "
-        "(args + temps) | model TFLOP/chip (+ remat) | roofline step (s) | bound | MFU at roofline "
+        "(args + temps) | model TFLOP/chip (with remat) | ideal step (s) | bound | MFU ceiling "
         "| compile (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
