@@ -41,10 +41,7 @@ def _load_aot():
 def compiled_tiny():
     """The demo (tiny preset) pretraining step, lowered and compiled for v5e:2x2."""
     aot = _load_aot()
-    try:
-        chip, devices = aot.tpu_topology(TOPOLOGY)
-    except RuntimeError as e:
-        pytest.skip(f"libtpu cannot describe a TPU topology here: {e}")
+    chip, devices = aot.tpu_topology(TOPOLOGY)  # libtpu is importable: a failure here is a bug
     from xlsr_jax import sharding
 
     config = aot.load_config(str(ROOT / "configs" / "demo.py"), [])
