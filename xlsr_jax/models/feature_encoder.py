@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from xlsr_jax import sharding as shd
 from xlsr_jax.models.config import Wav2Vec2Config
-from xlsr_jax.models.layers import LayerNorm, activation, torch_default_bias_init
+from xlsr_jax.models.layers import Fp32Norm, LayerNorm, activation, torch_default_bias_init
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -81,24 +81,13 @@ class Conv1D(nn.Module):
         return y
 
 
-class GroupNormPerChannel(nn.Module):
-    """GroupNorm with as many groups as channels: each channel normalised over time (fp32)."""
+class GroupNormPerChannel(Fp32Norm):
+    """GroupNorm with as many groups as channels: each channel normalised over time (fp32).
 
-    epsilon: float = 1e-5
-    dtype: Any = jnp.float32
+    Input [batch, time, channels]: the statistics include padded frames, as in fairseq.
+    """
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:  # [batch, time, channels]
-        features = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (shd.NORM,)),
-                           (features,), jnp.float32)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (shd.NORM,)),
-                          (features,), jnp.float32)
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-        return y.astype(self.dtype)
+    axis: int = 1
 
 
 class ConvLayer(nn.Module):

@@ -83,11 +83,16 @@ class Dense(nn.Module):
         return y
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm computed in float32 (fairseq's Fp32LayerNorm), output in `dtype`."""
+class Fp32Norm(nn.Module):
+    """Normalisation over `axis` computed in float32, with per-channel scale and bias.
+
+    The channel axis is last; `axis=-1` is a LayerNorm (fairseq's Fp32LayerNorm), `axis=1` on
+    [batch, time, channels] a GroupNorm with one group per channel (fairseq's Fp32GroupNorm).
+    """
 
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
+    axis: int = -1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,10 +102,14 @@ class LayerNorm(nn.Module):
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (shd.NORM,)),
                           (features,), jnp.float32)
         x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        mean = jnp.mean(x32, axis=self.axis, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=self.axis, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
         return y.astype(self.dtype)
+
+
+class LayerNorm(Fp32Norm):
+    """LayerNorm over the last axis computed in float32 (fairseq's Fp32LayerNorm)."""
 
 
 def dropout(module: nn.Module, rate: float, x: jax.Array, deterministic: bool) -> jax.Array:
