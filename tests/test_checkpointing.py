@@ -2,37 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.trainer_testlib import run_with_devices
 from xlsr_jax import checkpointing, sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_with_devices(code: str, devices: int, timeout: int = 120) -> str:
-    """Runs `code` in a fresh Python whose JAX sees `devices` simulated CPU devices."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    return proc.stdout
 
 
 def _tree(seed: int):
@@ -99,7 +78,7 @@ def test_restore_params_partial_subtree(tmp_path):
 
 def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
     # Save with parameters FSDP-sharded 8 ways in a separate 8-device process.
-    out = _run_with_devices(
+    out = run_with_devices(
         f"""
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import NamedSharding, PartitionSpec as P
