@@ -1,7 +1,6 @@
 """Tests for xlsr_jax.checkpointing: round trip, keep-last-N, cross-mesh restore, params-only load."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +9,6 @@ import pytest
 
 from tests.trainer_testlib import run_with_devices
 from xlsr_jax import checkpointing, sharding
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tree(seed: int):
