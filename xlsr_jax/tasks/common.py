@@ -277,3 +277,35 @@ def collect_eval_records(
     finally:
         pipe.close()
     return records
+
+
+class FinetuneTaskBase:
+    """What the CTC and language-ID tasks share: optimizer with freezing, encoder init, rngs.
+
+    Subclasses set `freeze_feature_encoder`, `freeze_updates` and `init_samples` in __init__.
+    """
+
+    freeze_feature_encoder: bool
+    freeze_updates: int
+    init_samples: int
+
+    def create_optimizer(self, optim_cfg):
+        """Adam with the frozen feature encoder and the initial Transformer freeze."""
+        return finetune_optimizer(
+            optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
+        )
+
+    def restore_init_params(self, path, abstract_params, fresh_params):
+        """Pretrained encoder from `path`, the task's head freshly initialised."""
+        return restore_init_params(path, abstract_params, fresh_params)
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """Silence; parameter shapes do not depend on its length."""
+        return {
+            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
+            "padding_mask": np.zeros((1, self.init_samples), bool),
+        }
+
+    @staticmethod
+    def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
+        return {"dropout": jax.random.fold_in(rng, 0), "mask": jax.random.fold_in(rng, 1)}

@@ -40,7 +40,7 @@ def vocabulary_for(data_cfg: ml_collections.ConfigDict):
     return data_pipelines.build_vocabulary(data_cfg)
 
 
-class CtcTask:
+class CtcTask(common.FinetuneTaskBase):
     """Fine-tunes `Wav2Vec2ForCTC` with the CTC loss; evaluates with greedy decoding."""
 
     data_task = "ctc"
@@ -72,27 +72,6 @@ class CtcTask:
         self.report_examples = int(config.finetune.get("report_examples", 4))
 
     # --- Trainer interface.
-
-    def create_optimizer(self, optim_cfg):
-        """Adam with the frozen feature encoder and the initial Transformer freeze."""
-        return common.finetune_optimizer(
-            optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
-        )
-
-    def restore_init_params(self, path, abstract_params, fresh_params):
-        """Pretrained encoder from `path`, fresh CTC head (`common.restore_init_params`)."""
-        return common.restore_init_params(path, abstract_params, fresh_params)
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        """Silence; parameter shapes do not depend on its length."""
-        return {
-            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-            "padding_mask": np.zeros((1, self.init_samples), bool),
-        }
-
-    @staticmethod
-    def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
-        return {"dropout": jax.random.fold_in(rng, 0), "mask": jax.random.fold_in(rng, 1)}
 
     def init_params(self, rng, batch):
         """Boxed parameters of Wav2Vec2ForCTC."""

@@ -22,7 +22,7 @@ from xlsr_jax import trainer
 from xlsr_jax.tasks import common
 
 
-class LidTask:
+class LidTask(common.FinetuneTaskBase):
     """Fine-tunes `Wav2Vec2ForSequenceClassification` on utterance language labels."""
 
     data_task = "lid"
@@ -49,27 +49,6 @@ class LidTask:
         self.freeze_updates = int(config.finetune.freeze_finetune_updates)
         self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
         self.init_samples = config.train.init_num_samples
-
-    def create_optimizer(self, optim_cfg):
-        """Adam with the frozen feature encoder and the initial encoder freeze."""
-        return common.finetune_optimizer(
-            optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
-        )
-
-    def restore_init_params(self, path, abstract_params, fresh_params):
-        """Pretrained encoder from `path`, fresh projector and classifier."""
-        return common.restore_init_params(path, abstract_params, fresh_params)
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        """Silence; parameter shapes do not depend on its length."""
-        return {
-            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-            "padding_mask": np.zeros((1, self.init_samples), bool),
-        }
-
-    @staticmethod
-    def _rngs(rng):
-        return {"dropout": jax.random.fold_in(rng, 0), "mask": jax.random.fold_in(rng, 1)}
 
     def init_params(self, rng, batch):
         """Boxed parameters of Wav2Vec2ForSequenceClassification."""
