@@ -37,6 +37,16 @@ setup(
         # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
         # (experiments/aot_compile.py, tests/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
         "tpu": ["jax[tpu]>=0.10,<0.11"],
+        # experiments/notebooks/ and tests/test_notebooks.py: nbclient + nbformat execute the notebooks
+        # in an ipykernel kernel; matplotlib draws their plots; scikit-learn gives the representations
+        # notebook PCA, t-SNE and the logistic-regression language-ID probe.
+        "notebooks": [
+            "nbclient>=0.10,<0.12",
+            "nbformat>=5.10,<6",
+            "ipykernel>=6.29,<8",
+            "matplotlib>=3.8,<4",
+            "scikit-learn>=1.4,<2",
+        ],
     },
     entry_points={
         "console_scripts": [
