@@ -33,12 +33,13 @@ def _run(*flags: str) -> dict:
 
 def _check_jax_fields(side: dict) -> None:
     keys = ("compile_s", "compile_cpu_s", "flops", "model_flops", "peak_bytes", "median_s", "min_s")
-    for key in keys + ("audio_sec_per_sec", "mfu"):
+    for key in keys + ("audio_sec_per_sec", "mfu", "mfu_measured_peak"):
         assert key in side, key
     assert side["compile_s"] > 0 and side["median_s"] > 0
     assert side["flops"] > 1e8  # XLA's cost analysis saw the convolutions
     assert side["peak_bytes"] > 0
     assert 0 < side["mfu"] < 1
+    assert side["mfu_measured_peak"] > 0
 
 
 @pytest.mark.skipif(not (_has("torch") and _has("transformers")), reason="needs torch + transformers (the torch extra)")
@@ -49,6 +50,8 @@ def test_benchmark_tiny_both_sides():
     assert record["config"] == "tiny" and record["frames"] == 49
     # The same architecture on both sides: transformers counts the same parameters as our tree.
     assert record["num_params"] == record["torch_num_params"]
+    roofline = report["measured_roofline"]
+    assert roofline["matmul_flops"] > 1e9 and roofline["memory_bytes_per_s"] > 1e8
     for step in ("train", "infer"):
         _check_jax_fields(record[step]["jax"])
         torch_side = record[step]["torch"]
