@@ -81,7 +81,8 @@ def execute_notebook(name: str, tmp_path, **parameters) -> nbformat.NotebookNode
         resources={"metadata": {"path": NOTEBOOK_DIR}},
     )
     try:
-        client.execute()
+        # cleanup_kc: shut the kernel down afterwards (nbclient leaves a kernel it did not create running).
+        client.execute(cleanup_kc=True)
     finally:
         nbformat.write(nb, str(tmp_path / name))
     return nb
