@@ -27,6 +27,8 @@ setup(
         "jiwer>=3.0",
         "tqdm>=4.60",
         "chex>=0.1.90",
+        # xlsr_jax.fileio: run-directory files (config, metrics, eval reports) on gs:// workdirs.
+        "etils[epath]>=1.7,<2",
         # tensorflow-datasets needs it to build datasets (etils epath) but does not declare it.
         "importlib_resources>=6",
     ],

@@ -24,6 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from xlsr_jax import fileio
+
 log = logging.getLogger(__name__)
 
 PARAMS = "params"
@@ -206,12 +208,12 @@ def _resolve_step_dir(path: str) -> str:
     path = os.fspath(path)
     if os.path.basename(os.path.normpath(path)) == PARAMS:
         return path
-    if os.path.isdir(os.path.join(path, PARAMS)):
+    if fileio.isdir(os.path.join(path, PARAMS)):
         return os.path.join(path, PARAMS)
     steps = [
         int(name)
-        for name in (os.listdir(path) if os.path.isdir(path) else [])
-        if name.isdigit() and os.path.isdir(os.path.join(path, name, PARAMS))
+        for name in (fileio.listdir(path) if fileio.isdir(path) else [])
+        if name.isdigit() and fileio.isdir(os.path.join(path, name, PARAMS))
     ]
     if not steps:
         raise FileNotFoundError(
@@ -232,7 +234,7 @@ def restore_params(path: str, abstract_params: Any, *, partial: bool = True) -> 
     Returns:
       The parameter pytree, sharded as `abstract_params` asks.
     """
-    params_dir = os.path.abspath(_resolve_step_dir(path))
+    params_dir = fileio.abspath(_resolve_step_dir(path))
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
     with ocp.PyTreeCheckpointer() as checkpointer:
         return checkpointer.restore(
@@ -244,8 +246,7 @@ def restore_params(path: str, abstract_params: Any, *, partial: bool = True) -> 
 def read_config(path: str, step: int | None = None) -> dict[str, Any]:
     """Reads the resolved config stored with a checkpoint (newest step by default)."""
     params_dir = _resolve_step_dir(path if step is None else os.path.join(path, str(step)))
-    with open(os.path.join(os.path.dirname(params_dir), CONFIG, "metadata"), encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(fileio.read_text(os.path.join(os.path.dirname(params_dir), CONFIG, "metadata")))
 
 
 def read_params_numpy(path: str) -> Any:
@@ -259,7 +260,7 @@ def read_params_numpy(path: str) -> Any:
     Returns:
       The parameter pytree (nested dicts) of numpy arrays.
     """
-    params_dir = os.path.abspath(_resolve_step_dir(path))
+    params_dir = fileio.abspath(_resolve_step_dir(path))
     with ocp.PyTreeCheckpointer() as checkpointer:
         metadata = checkpointer.metadata(params_dir).item_metadata.tree
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)

@@ -215,7 +215,8 @@ def write_report(
 ) -> None:
     """Writes a JSON report: rates and counts per language, a few example transcripts, extras."""
     import json
-    import os
+
+    from xlsr_jax import fileio
 
     report: dict[str, Any] = {
         "step": step,
@@ -224,8 +225,4 @@ def write_report(
     }
     if extra:
         report.update(extra)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    fileio.write_text(path, json.dumps(report, indent=2, ensure_ascii=False))  # local or gs://

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 
 import jax
 import numpy as np
+
+from xlsr_jax import fileio
 
 log = logging.getLogger("xlsr_jax.train")
 
@@ -68,8 +69,9 @@ class MetricWriter:
         """Opens the event file (process 0 only) and the progress bar.
 
         Args:
-          logdir: directory for TensorBoard event files.
-          jsonl_path: also append one JSON line per write here (easy to read back in scripts).
+          logdir: directory for TensorBoard event files (local or gs://...).
+          jsonl_path: also append one JSON line per write here (easy to read back in scripts;
+            local or gs://...).
           total_steps: last step of the run (for the bar's ETA).
           initial_step: step the run starts (resumes) from.
           progress_bar: show a tqdm bar on stderr (off in tests / non-interactive jobs).
@@ -80,12 +82,10 @@ class MetricWriter:
         self._jsonl = None
         if not self._is_writer:
             return
-        os.makedirs(logdir, exist_ok=True)
-        from tensorboardX import SummaryWriter  # only the writing process needs it
-
-        self._tb = SummaryWriter(logdir)
+        # Local directory or gs://...: see fileio for how each is written.
+        self._tb = fileio.ScalarEventWriter(logdir)
         if jsonl_path:
-            self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run
+            self._jsonl = fileio.JsonlAppender(jsonl_path)
         if progress_bar:
             from tqdm import tqdm
 
@@ -98,11 +98,9 @@ class MetricWriter:
         if not self._is_writer:
             return
         scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-        for key, value in scalars.items():
-            self._tb.add_scalar(key, value, step)
-        self._tb.flush()
+        self._tb.write_scalars(step, scalars)
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+            self._jsonl.write(json.dumps({"step": step, **scalars}))
             self._jsonl.flush()
         text = " ".join(f"{k}={_format(v)}" for k, v in sorted(scalars.items()))
         if self._bar is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax import fileio
 from xlsr_jax.models.config import Wav2Vec2Config
 
 FORMAT = "xlsr_jax.pretrained"
@@ -36,8 +37,7 @@ VERSION = 1
 MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
 
-MODEL_CLASSES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC",
-                 "Wav2Vec2ForSequenceClassification")
+MODEL_CLASSES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
 
 
 @dataclasses.dataclass
@@ -91,10 +91,17 @@ def commit_dir(tmp: str, final: str) -> None:
         os.rename(tmp, final)
 
 
-def save_pretrained(directory: str | os.PathLike, params: Any, config: Wav2Vec2Config,
-                    architecture: str, *, hf_extras: Mapping[str, Any] | None = None,
-                    vocab: Mapping[str, int] | None = None, audio: Mapping[str, Any] | None = None,
-                    overwrite: bool = False) -> str:
+def save_pretrained(
+    directory: str | os.PathLike,
+    params: Any,
+    config: Wav2Vec2Config,
+    architecture: str,
+    *,
+    hf_extras: Mapping[str, Any] | None = None,
+    vocab: Mapping[str, int] | None = None,
+    audio: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Writes an exported checkpoint (see module docstring) atomically.
 
     Args:
@@ -137,22 +144,25 @@ def save_pretrained(directory: str | os.PathLike, params: Any, config: Wav2Vec2C
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads and validates DIR/model.json."""
-    path = os.path.join(os.fspath(directory), MODEL_JSON)
-    if not os.path.isfile(path):
+    path = fileio.join(directory, MODEL_JSON)
+    if not fileio.isfile(path):
         raise FileNotFoundError(
             f"{directory!s} is not an exported xlsr_jax checkpoint: expected {MODEL_JSON} and "
             f"{PARAMS_DIR}/ (write one with `python -m xlsr_jax.convert hf-to-orbax` or "
-            "`xlsr_jax.pretrained.save_pretrained`)")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+            "`xlsr_jax.pretrained.save_pretrained`)"
+        )
+    meta = json.loads(fileio.read_text(path))
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(f"{path}: expected format {FORMAT!r} version {VERSION}, got "
-                         f"{meta.get('format')!r} version {meta.get('version')!r}")
+        raise ValueError(
+            f"{path}: expected format {FORMAT!r} version {VERSION}, got "
+            f"{meta.get('format')!r} version {meta.get('version')!r}"
+        )
     return meta
 
 
-def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[str, Any] | None = None,
-                    abstract_params: Any = None) -> Pretrained:
+def load_pretrained(
+    directory: str | os.PathLike, *, config_overrides: Mapping[str, Any] | None = None, abstract_params: Any = None
+) -> Pretrained:
     """Loads an exported checkpoint.
 
     Args:
@@ -166,9 +176,9 @@ def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[s
     """
     import orbax.checkpoint as ocp
 
-    if os.path.isfile(os.path.join(os.fspath(directory), MODEL_JSON)):
+    if fileio.isfile(fileio.join(directory, MODEL_JSON)):
         meta = read_metadata(directory)
-        params_dir = os.path.abspath(os.path.join(os.fspath(directory), PARAMS_DIR))
+        params_dir = fileio.abspath(fileio.join(directory, PARAMS_DIR))
     else:
         meta, params_dir = _training_checkpoint_metadata(directory)
     config = Wav2Vec2Config.from_dict(meta["config"])
@@ -187,13 +197,22 @@ def load_pretrained(directory: str | os.PathLike, *, config_overrides: Mapping[s
         if new.scan_layers != config.scan_layers:
             params = restack_layers(params, config, new.scan_layers)
         config = new
-    return Pretrained(config, meta["architecture"], params, meta.get("hf_extras") or {},
-                      meta.get("vocab"), meta.get("audio") or default_audio_settings(config))
+    return Pretrained(
+        config,
+        meta["architecture"],
+        params,
+        meta.get("hf_extras") or {},
+        meta.get("vocab"),
+        meta.get("audio") or default_audio_settings(config),
+    )
 
 
 # Trainer task names (config.task) -> the model class they train.
-TASK_ARCHITECTURES = {"pretrain": "Wav2Vec2ForPreTraining", "ctc": "Wav2Vec2ForCTC",
-                      "lid": "Wav2Vec2ForSequenceClassification"}
+TASK_ARCHITECTURES = {
+    "pretrain": "Wav2Vec2ForPreTraining",
+    "ctc": "Wav2Vec2ForCTC",
+    "lid": "Wav2Vec2ForSequenceClassification",
+}
 
 
 def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
@@ -205,15 +224,14 @@ def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
     from xlsr_jax import checkpointing
 
     try:
-        params_dir = os.path.abspath(checkpointing._resolve_step_dir(os.fspath(directory)))
+        params_dir = fileio.abspath(checkpointing._resolve_step_dir(os.fspath(directory)))
     except FileNotFoundError:
         read_metadata(directory)  # raises the exported-checkpoint error, naming both layouts
         raise
     config_file = os.path.join(os.path.dirname(params_dir), checkpointing.CONFIG, "metadata")
-    if not os.path.isfile(config_file):
+    if not fileio.isfile(config_file):
         raise FileNotFoundError(f"{params_dir}: training checkpoint without its config item ({config_file})")
-    with open(config_file, encoding="utf-8") as f:
-        run = json.load(f)
+    run = json.loads(fileio.read_text(config_file))
     if not isinstance(run.get("model"), Mapping):
         raise ValueError(f"{config_file}: run config has no `model` section")  # noqa: TRY004
     arch = TASK_ARCHITECTURES.get(run.get("task", ""))
@@ -223,8 +241,11 @@ def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
         with ocp.StandardCheckpointer() as ckptr:
             meta_tree = ckptr.metadata(params_dir)
         tree = getattr(getattr(meta_tree, "item_metadata", meta_tree), "tree", meta_tree)
-        heads = {"quantizer": "Wav2Vec2ForPreTraining", "lm_head": "Wav2Vec2ForCTC",
-                 "classifier": "Wav2Vec2ForSequenceClassification"}
+        heads = {
+            "quantizer": "Wav2Vec2ForPreTraining",
+            "lm_head": "Wav2Vec2ForCTC",
+            "classifier": "Wav2Vec2ForSequenceClassification",
+        }
         arch = next((a for k, a in heads.items() if k in tree), "Wav2Vec2Model")
     names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from xlsr_jax import checkpointing, schedules, sharding
+from xlsr_jax import checkpointing, fileio, schedules, sharding
 from xlsr_jax import metrics as metrics_lib
 
 log = logging.getLogger("xlsr_jax.train")
@@ -417,9 +417,7 @@ def _default_input_builder(data_cfg, *, split, task, process_index, process_coun
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     resolved = json.loads(config.to_json_best_effort())
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(resolved, f, indent=2, sort_keys=True)
+        fileio.write_text(fileio.join(workdir, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
     return resolved
 
 

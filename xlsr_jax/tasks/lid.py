@@ -8,7 +8,6 @@ pooling over valid frames and a linear classifier over `data.languages` (label =
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from xlsr_jax import trainer
+from xlsr_jax import fileio, trainer
 from xlsr_jax.tasks import common
 
 
@@ -96,12 +95,10 @@ class LidTask(common.FinetuneTaskBase):
         """Exact accuracy over the pass (overall, per language); JSON with the confusion matrix."""
         report = lid_report(records, self.languages)
         if workdir:
-            path = os.path.join(workdir, "eval", f"lid_{step}.json")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             import json
 
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump({"step": step, **report}, f, indent=2)
+            path = fileio.join(workdir, "eval", f"lid_{step}.json")
+            fileio.write_text(path, json.dumps({"step": step, **report}, indent=2))  # local or gs://
         metrics = {"accuracy": report["accuracy"]}
         metrics.update({f"accuracy/{lang}": acc for lang, acc in report["per_language"].items()})
         return metrics
