@@ -108,6 +108,7 @@ def test_jsonl_appender_keeps_earlier_lines_across_reopen(bucket, tmp_path, remo
     second = fileio.JsonlAppender(path)  # a resumed run appends
     second.write('{"step": 3}')
     second.close()
+    second.close()  # a second close (the trainer's error path) is harmless
     text = (bucket / "bucket" / "run" / "metrics.jsonl").read_text() if remote else fileio.read_text(path)
     assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2, 3]
 
@@ -133,6 +134,7 @@ def test_metric_writer_event_file_and_jsonl(tmp_path, logdir_kind):
     writer = metrics.MetricWriter(logdir, total_steps=10, progress_bar=False, jsonl_path=jsonl)
     writer.write_scalars(3, {"train/loss": np.float32(1.5), "train/lr": 0.25})
     writer.close()
+    writer.close()  # the trainer closes again on its error path
     scalars = _event_scalars(logdir)
     assert scalars["train/loss"] == (3, 1.5) and scalars["train/lr"] == (3, 0.25)
     assert json.loads(fileio.read_text(jsonl)) == {"step": 3, "train/loss": 1.5, "train/lr": 0.25}

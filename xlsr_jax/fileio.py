@@ -108,6 +108,7 @@ class JsonlAppender:
         """Opens `path` for appending (creating its parent directory)."""
         self.path = os.fspath(path)
         self._remote = is_remote(self.path)
+        self._closed = False
         if self._remote:
             self._lines = [read_text(self.path)] if exists(self.path) else []
             if self._lines and not self._lines[0].endswith("\n"):
@@ -136,10 +137,13 @@ class JsonlAppender:
             self._file.flush()
 
     def close(self) -> None:
-        """Flushes and releases the file."""
+        """Flushes and releases the file (a second call does nothing, like `file.close`)."""
+        if self._closed:
+            return
         self.flush()
         if not self._remote:
             self._file.close()
+        self._closed = True
 
 
 class ScalarEventWriter:
@@ -183,5 +187,7 @@ class ScalarEventWriter:
         self._writer.flush()
 
     def close(self) -> None:
-        """Flushes and closes the event file."""
-        self._writer.close()
+        """Flushes and closes the event file (a second call does nothing)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -437,7 +437,8 @@ def train_and_evaluate(
 
     Args:
       config: the run config (sections model, data, train, optim, mesh, sharding, ckpt, eval, init).
-      workdir: run directory: config.json, checkpoints/, tensorboard/.
+      workdir: run directory (local or gs://...): config.json, metrics.jsonl, checkpoints/,
+        tensorboard/, eval/.
       devices: devices for the mesh (default: all devices of all processes).
       input_builder: `(data_cfg, split=, task=, process_index=, process_count=)` -> iterator of
         numpy batches with `get_state()`/`set_state()`; default `data_pipelines.build_input`.

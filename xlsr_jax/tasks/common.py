@@ -152,14 +152,14 @@ def _checkpoint_tree(path: str) -> dict:
 
     import orbax.checkpoint as ocp
 
-    from xlsr_jax import checkpointing, pretrained
+    from xlsr_jax import checkpointing, fileio, pretrained
 
-    if os.path.isfile(os.path.join(path, pretrained.MODEL_JSON)):
+    if fileio.isfile(os.path.join(path, pretrained.MODEL_JSON)):  # local or gs://
         params_dir = os.path.join(path, pretrained.PARAMS_DIR)
     else:
         params_dir = checkpointing._resolve_step_dir(path)  # same rules as restore_params
     with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(os.path.abspath(params_dir))
+        meta = ckptr.metadata(fileio.abspath(params_dir))
     tree = getattr(meta, "item_metadata", meta)
     return getattr(tree, "tree", tree)
 
