@@ -84,11 +84,9 @@ def batches(
 
 def run_config(ckpt: str) -> dict[str, Any] | None:
     """The run config stored with a training checkpoint (None for an exported checkpoint)."""
-    import os
+    from xlsr_jax import checkpointing, fileio, pretrained
 
-    from xlsr_jax import checkpointing, pretrained
-
-    if os.path.isfile(os.path.join(ckpt, pretrained.MODEL_JSON)):
+    if fileio.isfile(fileio.join(ckpt, pretrained.MODEL_JSON)):
         return None
     return checkpointing.read_config(ckpt)
 
