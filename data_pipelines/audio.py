@@ -22,29 +22,21 @@ class AudioDecodeError(ValueError):
     """Raised when a file cannot be decoded or holds no samples."""
 
 
-def resample(
-    audio: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE
-) -> np.ndarray:
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     """Resamples mono float audio [samples] from `orig_sr` to `target_sr` (soxr, high quality)."""
     if orig_sr == target_sr:
         return audio
-    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(
-        np.float32, copy=False
-    )
+    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
 def downmix(audio: np.ndarray) -> np.ndarray:
     """[samples] or [samples, channels] -> mono [samples] (channel mean)."""
     if audio.ndim == 2:
-        return (
-            audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
-        )
+        return audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
     return audio
 
 
-def load_audio(
-    path: str | os.PathLike | bytes, target_sr: int = TARGET_SAMPLE_RATE
-) -> np.ndarray:
+def load_audio(path: str | os.PathLike | bytes, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     """Decodes an audio file (wav/flac/ogg/opus/mp3) into mono float32 at `target_sr`.
 
     Args:

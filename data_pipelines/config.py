@@ -6,9 +6,7 @@ import os
 
 import ml_collections
 
-DEMO_CORPUS_DIR = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "demo_corpus"
-)
+DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")
 
 
@@ -82,9 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def demo_corpus_config(
-    task: str = "pretrain", batch_size: int = 8
-) -> ml_collections.ConfigDict:
+def demo_corpus_config(task: str = "pretrain", batch_size: int = 8) -> ml_collections.ConfigDict:
     """`default_config()` sized for the shipped corpus (utterances of ~1-4 s): a tiny model
     learns something from it in minutes on CPU.
 

@@ -113,9 +113,7 @@ def trim_silence(audio: np.ndarray, sr: int, margin_s: float = 0.12) -> np.ndarr
     return audio[max(loud[0] - margin, 0) : loud[-1] + margin]
 
 
-def make_corpus(
-    out: str, seed: int = 0, languages: list[str] | None = None
-) -> dict[str, float]:
+def make_corpus(out: str, seed: int = 0, languages: list[str] | None = None) -> dict[str, float]:
     """Writes the corpus under `out` (replacing it); returns seconds of audio per locale."""
     if os.path.isdir(out):
         shutil.rmtree(out)
@@ -141,9 +139,7 @@ def make_corpus(
                     audio = trim_silence(audio, sr)
                     audio = soxr.resample(audio, sr, SAMPLE_RATE, quality="HQ")
                     # Varied recording level; peak stays below 1 so MP3 never clips.
-                    audio = audio * (
-                        rng.uniform(0.3, 0.9) / max(np.abs(audio).max(), 1e-6)
-                    )
+                    audio = audio * (rng.uniform(0.3, 0.9) / max(np.abs(audio).max(), 1e-6))
                     name = f"common_voice_{locale}_{n:05d}.mp3"
                     n += 1
                     sf.write(
@@ -157,9 +153,7 @@ def make_corpus(
                     ms = round(1000 * len(audio) / SAMPLE_RATE)
                     durations.append((name, ms))
                     seconds[locale] += len(audio) / SAMPLE_RATE
-                    client = hashlib.sha1(
-                        f"{voice}/{speed}/{pitch}".encode()
-                    ).hexdigest()
+                    client = hashlib.sha1(f"{voice}/{speed}/{pitch}".encode()).hexdigest()
                     rows.append(
                         {
                             "client_id": client,
@@ -200,9 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus"),
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--languages", nargs="*", default=None, help="locales (default: all)"
-    )
+    parser.add_argument("--languages", nargs="*", default=None, help="locales (default: all)")
     args = parser.parse_args(argv)
     seconds = make_corpus(args.out, args.seed, args.languages)
     for locale, s in seconds.items():

@@ -72,8 +72,7 @@ class SkipStats:
         """One line: counts per reason and example ids."""
         with self._lock:
             parts = [
-                f"{r}={n} (e.g. {', '.join(self.examples.get(r, [])[:3])})"
-                for r, n in sorted(self.counts.items())
+                f"{r}={n} (e.g. {', '.join(self.examples.get(r, [])[:3])})" for r, n in sorted(self.counts.items())
             ]
         return "; ".join(parts) if parts else "nothing skipped"
 
@@ -126,15 +125,9 @@ def build_vocabulary(cfg, train_sources=None) -> text.Vocabulary:
     pairs = []
     for src in train_sources():
         if src.transcripts is not None:
-            pairs += [
-                (t, lang)
-                for t, lang in zip(src.transcripts, src.languages)
-                if lang in keep
-            ]
+            pairs += [(t, lang) for t, lang in zip(src.transcripts, src.languages) if lang in keep]
     if not pairs:
-        raise ValueError(
-            "task 'ctc' needs transcripts in the train split of some source"
-        )
+        raise ValueError("task 'ctc' needs transcripts in the train split of some source")
     return text.Vocabulary.build(pairs, text_cfg)
 
 
@@ -168,17 +161,11 @@ class InputPipeline:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if cfg.batch_size % process_count:
-            raise ValueError(
-                f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}"
-            )
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}")
         if not 0 <= process_index < process_count:
-            raise ValueError(
-                f"process_index {process_index} not in [0, {process_count})"
-            )
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         if cfg.sample_rate != audio_lib.TARGET_SAMPLE_RATE:
-            raise ValueError(
-                "only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)"
-            )
+            raise ValueError("only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)")
         self.cfg, self.split, self.task = cfg, split, task
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = cfg.batch_size // process_count
@@ -196,9 +183,7 @@ class InputPipeline:
 
         self.languages = _languages(cfg, train_sources)
         self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
-        self.vocabulary = (
-            build_vocabulary(cfg, train_sources) if task == "ctc" else None
-        )
+        self.vocabulary = build_vocabulary(cfg, train_sources) if task == "ctc" else None
         self._fingerprint = hashlib.sha1(
             json.dumps(
                 [
@@ -231,12 +216,8 @@ class InputPipeline:
         self._plan = self._make_plan()
         self._log_plan()
         if self.repeat:
-            probs = np.array(
-                [self.probabilities.get(lang, 0.0) for lang in self.languages]
-            )
-            self._planner = sampling.TrainPlanner(
-                self._plan, probs, cfg.corpus_alpha, len(self.sources)
-            )
+            probs = np.array([self.probabilities.get(lang, 0.0) for lang in self.languages])
+            self._planner = sampling.TrainPlanner(self._plan, probs, cfg.corpus_alpha, len(self.sources))
         else:
             self._planner = sampling.EvalPlanner(self._plan)
         self._state = self._wrap_state(self._planner.state())
@@ -264,10 +245,7 @@ class InputPipeline:
         )
         self.crop_to_min = bool(cfg.crop_to_batch_min) and self.task != "ctc"
         max_len = shapes[-1]
-        label_lens = [
-            sampling.label_length(s, cfg.samples_per_label) if self.task == "ctc" else 0
-            for s in shapes
-        ]
+        label_lens = [sampling.label_length(s, cfg.samples_per_label) if self.task == "ctc" else 0 for s in shapes]
         bounds = np.asarray(shapes)
         refs, lengths, langs, buckets = [], [], [], []
         stats = self.stats_tracker
@@ -277,9 +255,7 @@ class InputPipeline:
             """Counts and removes `mask` from `keep` (vectorised: fast on million-clip corpora)."""
             idx = np.flatnonzero(mask)
             if idx.size:
-                stats.add(
-                    reason, [src.ids[j] for j in idx[:_MAX_EXAMPLES]], n=int(idx.size)
-                )
+                stats.add(reason, [src.ids[j] for j in idx[:_MAX_EXAMPLES]], n=int(idx.size))
             return keep & ~mask
 
         for s, src in enumerate(self.sources):
@@ -289,16 +265,12 @@ class InputPipeline:
             keep = drop(keep, lang < 0, "other_language", src)
             keep = drop(keep, keep & (n < 0), "unreadable", src)
             keep = drop(keep, keep & (n == 0), "empty", src)
-            keep = drop(
-                keep, keep & (n > 0) & (n < cfg.min_sample_size), "too_short", src
-            )
+            keep = drop(keep, keep & (n > 0) & (n < cfg.min_sample_size), "too_short", src)
             eff = np.minimum(n, max_len)
             if self.crop_to_min:
                 b = np.maximum(np.searchsorted(bounds, eff, side="right") - 1, 0)
             else:
-                b = np.minimum(
-                    np.searchsorted(bounds, eff, side="left"), len(bounds) - 1
-                )
+                b = np.minimum(np.searchsorted(bounds, eff, side="left"), len(bounds) - 1)
             if self.task == "ctc":
                 keep = drop(keep, keep & (n > max_len), "too_long", src)
                 no_text = np.zeros(len(src), bool)
@@ -307,10 +279,7 @@ class InputPipeline:
                     t = src.transcripts[j] if src.transcripts is not None else ""
                     if not text.normalize_text(t, src.languages[j], per_lang):
                         no_text[j] = True
-                    elif (
-                        len(self.vocabulary.encode(t, src.languages[j]))
-                        > label_lens[b[j]]
-                    ):
+                    elif len(self.vocabulary.encode(t, src.languages[j])) > label_lens[b[j]]:
                         too_many[j] = True
                 keep = drop(keep, no_text, "no_transcript", src)
                 keep = drop(keep, too_many, "label_too_long", src)
@@ -326,9 +295,7 @@ class InputPipeline:
         # Hours per language (for sampling) and per (language, source) (logged).
         sec = lengths / audio_lib.TARGET_SAMPLE_RATE
         self.hours = {
-            code: float(sec[langs == k].sum()) / 3600
-            for k, code in enumerate(self.languages)
-            if np.any(langs == k)
+            code: float(sec[langs == k].sum()) / 3600 for k, code in enumerate(self.languages) if np.any(langs == k)
         }
         self.hours_by_source = {
             code: {
@@ -338,12 +305,8 @@ class InputPipeline:
             for k, code in enumerate(self.languages)
         }
         if not len(refs):
-            raise ValueError(
-                f"no usable utterances in split {self.split!r} ({stats.summary()})"
-            )
-        self.probabilities = sampling.language_probabilities(
-            self.hours, cfg.sampling_alpha
-        )
+            raise ValueError(f"no usable utterances in split {self.split!r} ({stats.summary()})")
+        self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)
         self.bucket_shapes = list(shapes)
         self.label_lengths = label_lens
         return sampling.Plan(
@@ -423,9 +386,7 @@ class InputPipeline:
             ds = dec._dataset(lambda: dec._local_batches(planner, snaps, lock))
             self._iterator = iter(ds.as_numpy_iterator())
         try:
-            number, audio, padding, labels, label_padding, lang, valid = next(
-                self._iterator
-            )
+            number, audio, padding, labels, label_padding, lang, valid = next(self._iterator)
         except StopIteration:
             if self.stats_tracker.counts:
                 logger.warning(
@@ -445,9 +406,7 @@ class InputPipeline:
             "valid": valid,  # bool [B_local], False = filler/substitute row
         }
         if self.task == "ctc":
-            batch["labels"] = (
-                labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
-            )
+            batch["labels"] = labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
             batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
         return batch
 
@@ -522,12 +481,9 @@ class _Decoder:
     def _decode_batch(self, s, i, draw, valid, shape, label_len):
         """Decodes one host-local batch: numpy arrays [B] of refs -> the batch's arrays."""
         rows = [
-            self._decode(*args, shape, label_len)
-            for args in zip(s.tolist(), i.tolist(), draw.tolist(), valid.tolist())
+            self._decode(*args, shape, label_len) for args in zip(s.tolist(), i.tolist(), draw.tolist(), valid.tolist())
         ]
-        audio, padding, labels, label_padding, lang, ok = (
-            np.stack(x) for x in zip(*rows)
-        )
+        audio, padding, labels, label_padding, lang, ok = (np.stack(x) for x in zip(*rows))
         return self._fill_failed(audio, padding, labels, label_padding, lang, ok, valid)
 
     def _decode(self, s, i, draw, valid, shape, label_len):
@@ -582,9 +538,7 @@ class _Decoder:
         labels = np.zeros(label_len, np.int32)
         label_padding = np.ones(label_len, bool)
         if self.task == "ctc":
-            ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[
-                :label_len
-            ]
+            ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[:label_len]
             labels[: len(ids)] = ids
             label_padding[: len(ids)] = False
         return (

@@ -54,11 +54,7 @@ def bucket_boundaries(
     else:
         lo = max(min_len, multiple)
         n = max(num_buckets, 1)
-        raw = (
-            [lo * (top / lo) ** (i / max(n - 1, 1)) for i in range(n)]
-            if top > lo
-            else [top]
-        )
+        raw = [lo * (top / lo) ** (i / max(n - 1, 1)) for i in range(n)] if top > lo else [top]
         b = sorted({max(multiple, round(x / multiple) * multiple) for x in raw[1:]})
         # The lowest boundary rounds down, so with crop_to_batch_min no utterance of at least
         # min_len samples is ever padded.
@@ -80,9 +76,7 @@ class Plan:
         langs: np.ndarray,  # int32 [n]: language id
         buckets: np.ndarray,  # int32 [n]: bucket index
         shapes: Sequence[int],  # padded length S per bucket
-        label_lens: Sequence[
-            int
-        ],  # padded label length L per bucket (0 when no labels)
+        label_lens: Sequence[int],  # padded label length L per bucket (0 when no labels)
         batch_size: int,
         seed: int,
     ):
@@ -99,9 +93,7 @@ class Plan:
 class TrainPlanner:
     """Infinite, seeded stream of global training batches; `state()`/`restore()` for resume."""
 
-    def __init__(
-        self, plan: Plan, lang_probs: np.ndarray, corpus_alpha: float, num_sources: int
-    ):
+    def __init__(self, plan: Plan, lang_probs: np.ndarray, corpus_alpha: float, num_sources: int):
         self.plan = plan
         n_lang = len(lang_probs)
         # Groups: (language, source) pairs that have utterances.
@@ -125,15 +117,9 @@ class TrainPlanner:
         self.lang_groups = lang_groups
         self.group_cdf = []
         for gs in lang_groups:
-            w = (
-                np.array([group_hours[g] ** corpus_alpha for g in gs])
-                if gs
-                else np.ones(0)
-            )
+            w = np.array([group_hours[g] ** corpus_alpha for g in gs]) if gs else np.ones(0)
             self.group_cdf.append(np.cumsum(w / w.sum()) if gs else w)
-        self._perm_cache: dict[
-            int, tuple[int, np.ndarray]
-        ] = {}  # group -> (epoch, permutation)
+        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}  # group -> (epoch, permutation)
         self.restore(None)
 
     # -- state -----------------------------------------------------------------------------------
@@ -191,9 +177,7 @@ class TrainPlanner:
             len(self.lang_cdf) - 1,
         )
         cdf = self.group_cdf[lang]
-        g = self.lang_groups[lang][
-            min(int(np.searchsorted(cdf, u[1], side="right")), len(cdf) - 1)
-        ]
+        g = self.lang_groups[lang][min(int(np.searchsorted(cdf, u[1], side="right")), len(cdf) - 1)]
         epoch, pos = self.cursors[g]
         row = int(self.groups[g][self._perm(g, epoch)[pos]])
         pos += 1
@@ -231,9 +215,7 @@ class EvalPlanner:
                 chunk = [int(r) for r in rows[start : start + B]]
                 valid = [True] * len(chunk) + [False] * (B - len(chunk))
                 chunk += [chunk[i % len(chunk)] for i in range(B - len(chunk))]
-                self.batch_list.append(
-                    {"bucket": b, "rows": chunk, "draws": [-1] * B, "valid": valid}
-                )
+                self.batch_list.append({"bucket": b, "rows": chunk, "draws": [-1] * B, "valid": valid})
         self.restore(None)
 
     def __len__(self) -> int:

@@ -80,14 +80,9 @@ def _check_exist(paths: Sequence[str], what: str) -> None:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         listed = "\n  ".join(missing[:_MAX_LISTED])
-        more = (
-            f"\n  ... and {len(missing) - _MAX_LISTED} more"
-            if len(missing) > _MAX_LISTED
-            else ""
-        )
+        more = f"\n  ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
         raise FileNotFoundError(
-            f"{what}: {len(missing)} of {len(paths)} listed audio files are missing:\n"
-            f"  {listed}{more}"
+            f"{what}: {len(missing)} of {len(paths)} listed audio files are missing:\n  {listed}{more}"
         )
 
 
@@ -118,11 +113,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
     optionally `<TAB>language<TAB>transcript`; transcripts may instead come from `<split>.wrd`
     (one line per row, fairseq's fine-tuning layout). `path` may also name the .tsv file itself."""
     path = cfg["path"]
-    tsv = (
-        path
-        if path.endswith(".tsv")
-        else os.path.join(path, _split_name(cfg, split) + ".tsv")
-    )
+    tsv = path if path.endswith(".tsv") else os.path.join(path, _split_name(cfg, split) + ".tsv")
     if not os.path.exists(tsv):
         raise FileNotFoundError(f"manifest {tsv} not found (split {split!r})")
     with open(tsv, encoding="utf-8") as f:
@@ -132,9 +123,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
     paths, lengths, langs, texts = [], [], [], []
     for n, row in enumerate(rows):
         if len(row) < 2:
-            raise ValueError(
-                f"{tsv}:{n + 2}: expected 'path<TAB>num_samples', got {row!r}"
-            )
+            raise ValueError(f"{tsv}:{n + 2}: expected 'path<TAB>num_samples', got {row!r}")
         paths.append(os.path.join(root, row[0]))
         lengths.append(int(row[1]))
         langs.append(row[2] if len(row) > 2 and row[2] else default_lang)
@@ -144,9 +133,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
         with open(wrd, encoding="utf-8") as f:
             texts = [line.rstrip("\n") for line in f]
         if len(texts) != len(paths):
-            raise ValueError(
-                f"{wrd} has {len(texts)} lines, {tsv} has {len(paths)} rows"
-            )
+            raise ValueError(f"{wrd} has {len(texts)} lines, {tsv} has {len(paths)} rows")
     _check_exist(paths, f"manifest {tsv}")
     has_text = any(t is not None for t in texts)
     return Source(
@@ -164,26 +151,18 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
 
 
 def _cv_locale_dirs(root: str, keep: Sequence[str]) -> list[tuple[str, str]]:
-    if os.path.exists(os.path.join(root, "train.tsv")) or os.path.isdir(
-        os.path.join(root, "clips")
-    ):
+    if os.path.exists(os.path.join(root, "train.tsv")) or os.path.isdir(os.path.join(root, "clips")):
         return [(os.path.basename(os.path.normpath(root)), root)]
     found = sorted(
-        (d, os.path.join(root, d))
-        for d in os.listdir(root)
-        if os.path.isdir(os.path.join(root, d, "clips"))
+        (d, os.path.join(root, d)) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d, "clips"))
     )
     if keep:
         missing = set(keep) - {d for d, _ in found}
         if missing:
-            raise FileNotFoundError(
-                f"Common Voice locales {sorted(missing)} not under {root}"
-            )
+            raise FileNotFoundError(f"Common Voice locales {sorted(missing)} not under {root}")
         found = [(d, p) for d, p in found if d in set(keep)]
     if not found:
-        raise FileNotFoundError(
-            f"no Common Voice locale folders (<locale>/clips) under {root}"
-        )
+        raise FileNotFoundError(f"no Common Voice locale folders (<locale>/clips) under {root}")
     return found
 
 
@@ -209,9 +188,7 @@ def common_voice_source(cfg: Mapping, split: str) -> Source:
                     clip, ms = line.rstrip("\n").split("\t")
                     durations[clip] = int(ms)
         if all(r["path"] in durations for r in rows):
-            lens = np.array(
-                [durations[r["path"]] * SR // 1000 for r in rows], dtype=np.int64
-            )
+            lens = np.array([durations[r["path"]] * SR // 1000 for r in rows], dtype=np.int64)
         else:
             lens = _probe_lengths(clip_paths)
         paths += clip_paths
@@ -240,9 +217,7 @@ def mls_source(cfg: Mapping, split: str) -> Source:
     sdir = os.path.join(cfg["path"], _split_name(cfg, split))
     with open(os.path.join(sdir, "transcripts.txt"), encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
-    lang = cfg.get("language") or os.path.basename(
-        os.path.normpath(cfg["path"])
-    ).removeprefix("mls_")
+    lang = cfg.get("language") or os.path.basename(os.path.normpath(cfg["path"])).removeprefix("mls_")
     paths = []
     ext = None
     for utt, _ in rows:
@@ -286,20 +261,12 @@ def tfrecord_source(cfg: Mapping, split: str) -> Source:
     `<path>/<split>-*.tfrecord` (or `path` as a glob), read by random access through the
     per-shard `.index.json` the writer leaves next to each shard."""
     path = cfg["path"]
-    pattern = (
-        path
-        if any(c in path for c in "*?[")
-        else os.path.join(path, _split_name(cfg, split) + "-*.tfrecord")
-    )
-    files = (
-        sorted(glob.glob(pattern)) if "://" not in pattern else tfrecord.glob(pattern)
-    )
+    pattern = path if any(c in path for c in "*?[") else os.path.join(path, _split_name(cfg, split) + "-*.tfrecord")
+    files = sorted(glob.glob(pattern)) if "://" not in pattern else tfrecord.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {pattern}")
     reader = tfrecord.ShardedReader(files)
-    langs = [
-        lang or cfg.get("language") or UNKNOWN_LANGUAGE for lang in reader.languages
-    ]
+    langs = [lang or cfg.get("language") or UNKNOWN_LANGUAGE for lang in reader.languages]
     return Source(
         f"tfrecord:{pattern}",
         langs,
@@ -332,9 +299,7 @@ def make_source(cfg: Mapping, split: str) -> Source:
     """Builds the `Source` for one `data.sources` entry and a split name."""
     kind = cfg.get("type")
     if kind not in READERS:
-        raise ValueError(
-            f"unknown source type {kind!r}; expected one of {sorted(READERS)}"
-        )
+        raise ValueError(f"unknown source type {kind!r}; expected one of {sorted(READERS)}")
     src = READERS[kind](cfg, split)
     logger.info("source %s: %d utterances", src.name, len(src))
     return src

@@ -41,9 +41,7 @@ def text_options(language: str, per_language: Mapping | None = None) -> dict:
     return opts
 
 
-def normalize_text(
-    text: str, language: str, per_language: Mapping | None = None
-) -> str:
+def normalize_text(text: str, language: str, per_language: Mapping | None = None) -> str:
     """Normalises a transcript for CTC: Unicode NFKC, lowercase (Turkic I rules where needed),
     punctuation removed, whitespace collapsed. Options per language via `per_language`."""
     opts = text_options(language, per_language)
@@ -54,15 +52,10 @@ def normalize_text(
             text = text.replace("I", "ı").replace("İ", "i")
         text = text.lower()
         if language.split("-")[0] in _TURKIC_CASING:
-            text = text.replace(
-                "i̇", "i"
-            )  # lower("İ") in other paths leaves i + combining dot
+            text = text.replace("i̇", "i")  # lower("İ") in other paths leaves i + combining dot
     if opts["strip_punctuation"]:
         keep = set(opts["keep"])
-        text = "".join(
-            " " if unicodedata.category(c)[0] in "PS" and c not in keep else c
-            for c in text
-        )
+        text = "".join(" " if unicodedata.category(c)[0] in "PS" and c not in keep else c for c in text)
     words = text.split()
     return " ".join(words) if opts["word_spaces"] else "".join(words)
 
@@ -77,13 +70,8 @@ class Vocabulary:
 
     def __init__(self, tokens: Sequence[str], text_config: Mapping | None = None):
         tokens = list(tokens)
-        if (
-            tokens[: len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS)
-            or WORD_DELIMITER not in tokens
-        ):
-            raise ValueError(
-                f"vocabulary must start with {SPECIAL_TOKENS} and contain '|'"
-            )
+        if tokens[: len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS) or WORD_DELIMITER not in tokens:
+            raise ValueError(f"vocabulary must start with {SPECIAL_TOKENS} and contain '|'")
         if len(set(tokens)) != len(tokens):
             raise ValueError("duplicate tokens in vocabulary")
         self.tokens = tokens
@@ -97,9 +85,7 @@ class Vocabulary:
         return len(self.tokens)
 
     @classmethod
-    def build(
-        cls, transcripts: Iterable[tuple[str, str]], text_config: Mapping | None = None
-    ) -> Vocabulary:
+    def build(cls, transcripts: Iterable[tuple[str, str]], text_config: Mapping | None = None) -> Vocabulary:
         """Builds the vocabulary from (text, language) pairs (normalised first)."""
         per_lang = (text_config or {}).get("per_language")
         chars = set()
@@ -130,18 +116,12 @@ class Vocabulary:
     def decode_ctc(self, ids: Iterable[int]) -> str:
         """Greedy CTC: collapse repeated ids, drop blanks, then `decode`. ids: [frames]."""
         ids = [int(i) for i in ids]
-        kept = [
-            i
-            for n, i in enumerate(ids)
-            if (n == 0 or i != ids[n - 1]) and i != self.blank_id
-        ]
+        kept = [i for n, i in enumerate(ids) if (n == 0 or i != ids[n - 1]) and i != self.blank_id]
         return self.decode(kept)
 
     def to_json(self) -> str:
         """HF `vocab.json` content: {token: id}."""
-        return json.dumps(
-            {t: i for i, t in enumerate(self.tokens)}, ensure_ascii=False, indent=1
-        )
+        return json.dumps({t: i for i, t in enumerate(self.tokens)}, ensure_ascii=False, indent=1)
 
     @classmethod
     def from_json(cls, text: str, text_config: Mapping | None = None) -> Vocabulary:
@@ -150,8 +130,6 @@ class Vocabulary:
         tokens = [None] * len(mapping)
         for t, i in mapping.items():
             if not 0 <= i < len(tokens) or tokens[i] is not None:
-                raise ValueError(
-                    f"vocab ids must be a permutation of 0..{len(tokens) - 1}"
-                )
+                raise ValueError(f"vocab ids must be a permutation of 0..{len(tokens) - 1}")
             tokens[i] = t
         return cls(tokens, text_config)

@@ -46,9 +46,7 @@ def _builder_classes():
     class SpeechCorpusConfig(tfds.core.BuilderConfig):
         """Which local corpora (`data.sources`-style dicts) and splits go into the dataset."""
 
-        def __init__(
-            self, *, sources: Sequence[Mapping] = (), splits=("train",), **kwargs
-        ):
+        def __init__(self, *, sources: Sequence[Mapping] = (), splits=("train",), **kwargs):
             super().__init__(**kwargs)
             self.sources = [dict(s) for s in sources]
             self.splits = tuple(splits)
@@ -65,9 +63,7 @@ def _builder_classes():
             return self.dataset_info_from_configs(
                 features=tfds.features.FeaturesDict(
                     {
-                        "audio": tfds.features.Audio(
-                            shape=(None,), dtype=np.int16, sample_rate=SR
-                        ),
+                        "audio": tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=SR),
                         "num_samples": np.int64,
                         "language": tfds.features.Text(),
                         "transcript": tfds.features.Text(),
@@ -91,18 +87,14 @@ def _builder_classes():
                     except audio_lib.AudioDecodeError as e:
                         logger.warning("tfds_builder: skipping %s", e)
                         continue
-                    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(
-                        np.int16
-                    )
+                    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
                     yield (
                         f"{n}:{i}",
                         {
                             "audio": pcm,
                             "num_samples": len(pcm),
                             "language": src.languages[i],
-                            "transcript": src.transcripts[i]
-                            if src.transcripts is not None
-                            else "",
+                            "transcript": src.transcripts[i] if src.transcripts is not None else "",
                             "id": src.ids[i],
                         },
                     )
@@ -176,9 +168,7 @@ def tfds_source(cfg: Mapping, split: str):
     text_key = cfg.get("text_key", "transcript")
     lang_key = cfg.get("language_key", "language")
     audio_feature = builder.info.features[audio_key]
-    sr = int(
-        getattr(audio_feature, "sample_rate", None) or cfg.get("sample_rate") or SR
-    )
+    sr = int(getattr(audio_feature, "sample_rate", None) or cfg.get("sample_rate") or SR)
     try:
         data = builder.as_data_source(split=split)
     except (
@@ -186,9 +176,7 @@ def tfds_source(cfg: Mapping, split: str):
         ValueError,
         TypeError,
     ) as e:  # TFRecord-format datasets
-        logger.info(
-            "tfds %s: no ArrayRecord (%s); indexing TFRecord shards", builder.name, e
-        )
+        logger.info("tfds %s: no ArrayRecord (%s); indexing TFRecord shards", builder.name, e)
         data = _TFRecordSplit(builder, split)
     feats = builder.info.features
 
@@ -202,9 +190,7 @@ def tfds_source(cfg: Mapping, split: str):
         a = np.asarray(a)  # [samples] or [samples, channels]
         if np.issubdtype(a.dtype, np.integer):
             a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
-        return audio_lib.resample(
-            audio_lib.downmix(a.astype(np.float32, copy=False)), sr, SR
-        )
+        return audio_lib.resample(audio_lib.downmix(a.astype(np.float32, copy=False)), sr, SR)
 
     def load(i):
         try:
@@ -222,11 +208,7 @@ def tfds_source(cfg: Mapping, split: str):
     for i in range(len(data)):
         try:
             ex = data[i]
-            n = (
-                int(ex["num_samples"])
-                if "num_samples" in feats
-                else round(len(ex[audio_key]) * SR / sr)
-            )
+            n = int(ex["num_samples"]) if "num_samples" in feats else round(len(ex[audio_key]) * SR / sr)
         except Exception:  # noqa: BLE001 -- unreadable record: dropped at planning, counted
             ex, n = {}, -1
         langs.append(text_of(ex, lang_key) if ex else None)

@@ -69,9 +69,7 @@ def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     return audio_lib.load_audio(data, SR)
 
 
-def make_example(
-    audio: np.ndarray, language: str, transcript: str, key: str, encoding: str
-):
+def make_example(audio: np.ndarray, language: str, transcript: str, key: str, encoding: str):
     """float32 [samples] at 16 kHz + metadata -> serialized tf.train.Example bytes."""
     tf = import_tf()
     feat = tf.train.Feature
@@ -116,10 +114,7 @@ def write_tfrecords(
 
     tf = import_tf()
     tf.io.gfile.makedirs(out_dir)
-    files = [
-        os.path.join(out_dir, f"{split}-{s:05d}-of-{num_shards:05d}.tfrecord")
-        for s in range(num_shards)
-    ]
+    files = [os.path.join(out_dir, f"{split}-{s:05d}-of-{num_shards:05d}.tfrecord") for s in range(num_shards)]
     writers = [tf.io.TFRecordWriter(f) for f in files]
     index = [
         {
@@ -186,12 +181,8 @@ def parse_example(data: bytes) -> dict:
         enc = f["encoding"].bytes_list.value[0].decode() if "encoding" in f else "pcm16"
         return {
             "audio": decode_audio(f["audio"].bytes_list.value[0], enc),
-            "language": f["language"].bytes_list.value[0].decode()
-            if "language" in f
-            else "",
-            "transcript": f["transcript"].bytes_list.value[0].decode()
-            if "transcript" in f
-            else "",
+            "language": f["language"].bytes_list.value[0].decode() if "language" in f else "",
+            "transcript": f["transcript"].bytes_list.value[0].decode() if "transcript" in f else "",
             "id": f["id"].bytes_list.value[0].decode() if "id" in f else "",
         }
     except (
@@ -254,11 +245,7 @@ class ShardedReader:
         shard = []
         for s, f in enumerate(self.files):
             tf_path = f + ".index.json"
-            exists = (
-                os.path.exists(tf_path)
-                if "://" not in f
-                else import_tf().io.gfile.exists(tf_path)
-            )
+            exists = os.path.exists(tf_path) if "://" not in f else import_tf().io.gfile.exists(tf_path)
             if exists:
                 with _open(tf_path, "r") as fh:
                     ix = json.loads(fh.read())

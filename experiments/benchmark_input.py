@@ -85,9 +85,7 @@ def bench_pipeline(cfg, batches: int, warmup: int = 3, task: str = "pretrain") -
     start = time.perf_counter() - t0
     real = padded = 0
     t = time.perf_counter()
-    cpu = (
-        time.process_time()
-    )  # all threads of this process: robust to a shared, busy machine
+    cpu = time.process_time()  # all threads of this process: robust to a shared, busy machine
     for _ in range(batches):
         b = next(pipe)
         real += int((~b["padding_mask"]).sum())
@@ -116,15 +114,11 @@ def make_large_corpus(root: str, n: int, seed: int = 0) -> float:
         clips = os.path.join(root, lang, "clips")
         os.makedirs(clips)
         rows, durs = [], []
-        for i in range(
-            n // len(langs) * (li + 1) // 2 or 1
-        ):  # unequal hours per language
+        for i in range(n // len(langs) * (li + 1) // 2 or 1):  # unequal hours per language
             sr = int(rng.choice([16000, 44100, 48000]))
             secs = float(rng.uniform(2, 15))
             t = np.arange(int(secs * sr)) / sr
-            x = 0.3 * np.sin(
-                2 * np.pi * rng.uniform(100, 400) * t
-            ) + 0.05 * rng.standard_normal(t.size)
+            x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(t.size)
             name = f"{lang}_{i}.flac"
             sf.write(os.path.join(clips, name), x.astype(np.float32), sr)
             rows.append(f"c\t{name}\tsentence\t{lang}")
@@ -172,18 +166,14 @@ def main() -> None:
         cfg.sources = [{"type": "common_voice", "path": large}]
         cfg.batch_size = 8
         cfg.num_threads = args.num_threads
-        result["large_corpus"]["flac_mixed_rates"] = bench_pipeline(
-            cfg, args.batches // 2
-        )
+        result["large_corpus"]["flac_mixed_rates"] = bench_pipeline(cfg, args.batches // 2)
 
         shards = os.path.join(tmp, "tfr")
         t = time.perf_counter()
         tfrecord.write_tfrecords(cfg.sources, shards, "train", num_shards=4)
         result["large_corpus"]["tfrecord_write_sec"] = round(time.perf_counter() - t, 1)
         cfg.sources = [{"type": "tfrecord", "path": shards}]
-        result["large_corpus"]["tfrecord_pcm16"] = bench_pipeline(
-            cfg, args.batches // 2
-        )
+        result["large_corpus"]["tfrecord_pcm16"] = bench_pipeline(cfg, args.batches // 2)
     print(json.dumps(result, indent=1))
 
 

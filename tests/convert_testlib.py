@@ -8,12 +8,28 @@ import numpy as np
 # heads, a 2 x 12 codebook. Dropout and LayerDrop are set non-zero on purpose: eval mode must
 # switch them off on both sides.
 TINY_HF = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 40,
-    "conv_dim": (16, 24, 32), "conv_stride": (5, 2, 2), "conv_kernel": (10, 3, 3),
-    "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4,
-    "num_codevectors_per_group": 12, "num_codevector_groups": 2, "codevector_dim": 16, "proj_codevector_dim": 12,
-    "num_negatives": 5, "mask_time_prob": 0.3, "mask_time_length": 3, "vocab_size": 10, "num_labels": 3,
-    "classifier_proj_size": 8, "hidden_dropout": 0.1, "attention_dropout": 0.1, "layerdrop": 0.1,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 40,
+    "conv_dim": (16, 24, 32),
+    "conv_stride": (5, 2, 2),
+    "conv_kernel": (10, 3, 3),
+    "num_conv_pos_embeddings": 8,
+    "num_conv_pos_embedding_groups": 4,
+    "num_codevectors_per_group": 12,
+    "num_codevector_groups": 2,
+    "codevector_dim": 16,
+    "proj_codevector_dim": 12,
+    "num_negatives": 5,
+    "mask_time_prob": 0.3,
+    "mask_time_length": 3,
+    "vocab_size": 10,
+    "num_labels": 3,
+    "classifier_proj_size": 8,
+    "hidden_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "layerdrop": 0.1,
 }
 
 MODES = [("group", False), ("group", True), ("layer", False), ("layer", True)]
@@ -78,8 +94,9 @@ def our_param_shapes(config, arch):
     from xlsr_jax import pretrained
 
     model = pretrained.model_class(arch)(config)
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None,
-                                               deterministic=True))
+    shapes = jax.eval_shape(
+        lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None, deterministic=True)
+    )
     return nn.meta.unbox(shapes["params"])
 
 

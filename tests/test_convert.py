@@ -23,11 +23,26 @@ ARCHS = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2F
 
 
 def tiny_config(**overrides) -> Wav2Vec2Config:
-    values = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 40,
-                  "conv_dim": (16, 24, 32), "conv_stride": (5, 2, 2), "conv_kernel": (10, 3, 3), "conv_bias": True,
-                  "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 4, "num_codevectors_per_group": 12,
-                  "codevector_dim": 16, "proj_codevector_dim": 12, "vocab_size": 10, "num_labels": 3,
-                  "classifier_proj_size": 8, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    values = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 40,
+        "conv_dim": (16, 24, 32),
+        "conv_stride": (5, 2, 2),
+        "conv_kernel": (10, 3, 3),
+        "conv_bias": True,
+        "num_conv_pos_embeddings": 8,
+        "num_conv_pos_embedding_groups": 4,
+        "num_codevectors_per_group": 12,
+        "codevector_dim": 16,
+        "proj_codevector_dim": 12,
+        "vocab_size": 10,
+        "num_labels": 3,
+        "classifier_proj_size": 8,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+    }
     values.update(overrides)
     return Wav2Vec2Config(**values)
 
@@ -35,8 +50,9 @@ def tiny_config(**overrides) -> Wav2Vec2Config:
 def param_shapes(config: Wav2Vec2Config, arch: str):
     """Our model's parameter shapes, by tracing init (no compilation)."""
     model = pretrained.model_class(arch)(config)
-    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None,
-                                               deterministic=True))
+    shapes = jax.eval_shape(
+        lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None, deterministic=True)
+    )
     return _unbox(shapes["params"])
 
 
@@ -127,8 +143,9 @@ def test_hf_config_mapping():
     back, arch, extras = configs.hf_to_config(json.loads(json.dumps(hf)))
     assert back == cfg and arch == "Wav2Vec2ForPreTraining" and extras["bos_token_id"] == 5
     # transformers 5 writes only non-default fields: absent ones take HF's defaults, not ours.
-    sparse, _, _ = configs.hf_to_config({"model_type": "wav2vec2", "hidden_size": 64, "num_attention_heads": 4,
-                                         "architectures": ["Wav2Vec2ForCTC"]})
+    sparse, _, _ = configs.hf_to_config(
+        {"model_type": "wav2vec2", "hidden_size": 64, "num_attention_heads": 4, "architectures": ["Wav2Vec2ForCTC"]}
+    )
     assert sparse.mask_time_prob == 0.05 and sparse.layerdrop == 0.1 and sparse.num_hidden_layers == 12
     assert sparse.activation_dropout == 0.1  # HF default; ours is 0.0
     # HF's apply_spec_augment=False is masking off.
@@ -150,17 +167,46 @@ def test_conv_feature_layers_parser_is_safe():
 
 
 XLSR_MODEL_CFG = {
-    "_name": "wav2vec2", "extractor_mode": "layer_norm", "encoder_layers": 24, "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096, "encoder_attention_heads": 16, "activation_fn": "gelu",
-    "layer_type": "transformer", "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-    "encoder_layerdrop": 0.0, "dropout_input": 0.0, "dropout_features": 0.0, "final_dim": 768,
-    "layer_norm_first": True, "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
-    "conv_bias": True, "logit_temp": 0.1, "quantize_targets": True, "quantize_input": False,
-    "same_quantizer": False, "target_glu": False, "feature_grad_mult": 1.0, "quantizer_depth": 1,
-    "latent_vars": 320, "latent_groups": 2, "latent_dim": 0, "mask_length": 10, "mask_prob": 0.65,
-    "mask_channel_prob": 0.0, "mask_channel_length": 10, "num_negatives": 100,
-    "negatives_from_everywhere": False, "cross_sample_negatives": 0, "codebook_negatives": 0,
-    "conv_pos": 128, "conv_pos_groups": 16, "pos_conv_depth": 1, "latent_temp": [2.0, 0.1, 0.999995],
+    "_name": "wav2vec2",
+    "extractor_mode": "layer_norm",
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "activation_fn": "gelu",
+    "layer_type": "transformer",
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "dropout_features": 0.0,
+    "final_dim": 768,
+    "layer_norm_first": True,
+    "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
+    "conv_bias": True,
+    "logit_temp": 0.1,
+    "quantize_targets": True,
+    "quantize_input": False,
+    "same_quantizer": False,
+    "target_glu": False,
+    "feature_grad_mult": 1.0,
+    "quantizer_depth": 1,
+    "latent_vars": 320,
+    "latent_groups": 2,
+    "latent_dim": 0,
+    "mask_length": 10,
+    "mask_prob": 0.65,
+    "mask_channel_prob": 0.0,
+    "mask_channel_length": 10,
+    "num_negatives": 100,
+    "negatives_from_everywhere": False,
+    "cross_sample_negatives": 0,
+    "codebook_negatives": 0,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "pos_conv_depth": 1,
+    "latent_temp": [2.0, 0.1, 0.999995],
 }
 
 
@@ -172,16 +218,42 @@ def test_fairseq_config_mapping_xlsr():
     cfg, arch, _ = configs.hf_to_config(hf)
     large = get_preset("large")
     assert arch == "Wav2Vec2ForPreTraining"
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
-                  "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
-                  "codevector_dim", "proj_codevector_dim", "num_codevectors_per_group", "num_codevector_groups",
-                  "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "feature_penalty_weight"):
+    for field in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "conv_dim",
+        "conv_kernel",
+        "conv_stride",
+        "conv_bias",
+        "feat_extract_norm",
+        "do_stable_layer_norm",
+        "codevector_dim",
+        "proj_codevector_dim",
+        "num_codevectors_per_group",
+        "num_codevector_groups",
+        "num_conv_pos_embeddings",
+        "num_conv_pos_embedding_groups",
+        "feature_penalty_weight",
+    ):
         assert getattr(cfg, field) == getattr(large, field), field
     # CTC fine-tuning: the pretraining config is nested in w2v_args, fine-tuning fields override.
-    ctc = {"_name": "wav2vec_ctc", "w2v_args": {"model": XLSR_MODEL_CFG}, "dropout": 0.0,
-           "activation_dropout": 0.05, "attention_dropout": 0.0, "dropout_input": 0.0, "mask_prob": 0.75,
-           "mask_length": 10, "mask_channel_prob": 0.25, "mask_channel_length": 64, "layerdrop": 0.1,
-           "feature_grad_mult": 0.0, "final_dropout": 0.0}
+    ctc = {
+        "_name": "wav2vec_ctc",
+        "w2v_args": {"model": XLSR_MODEL_CFG},
+        "dropout": 0.0,
+        "activation_dropout": 0.05,
+        "attention_dropout": 0.0,
+        "dropout_input": 0.0,
+        "mask_prob": 0.75,
+        "mask_length": 10,
+        "mask_channel_prob": 0.25,
+        "mask_channel_length": 64,
+        "layerdrop": 0.1,
+        "feature_grad_mult": 0.0,
+        "final_dropout": 0.0,
+    }
     hf = configs.fairseq_to_hf_config({"model": ctc}, vocab_size=32)
     cfg, arch, _ = configs.hf_to_config(hf)
     assert arch == "Wav2Vec2ForCTC" and cfg.vocab_size == 32 and cfg.pad_token_id == 0
@@ -197,8 +269,9 @@ def test_exported_checkpoint_round_trip_and_restack(tmp_path):
     cfg = tiny_config()
     params = init_params(cfg, "Wav2Vec2ForCTC")
     vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
-    path = pretrained.save_pretrained(tmp_path / "ckpt", params, cfg, "Wav2Vec2ForCTC", vocab=vocab,
-                                      hf_extras={"bos_token_id": 1})
+    path = pretrained.save_pretrained(
+        tmp_path / "ckpt", params, cfg, "Wav2Vec2ForCTC", vocab=vocab, hf_extras={"bos_token_id": 1}
+    )
     loaded = pretrained.load_pretrained(path)
     assert loaded.config == cfg and loaded.architecture == "Wav2Vec2ForCTC" and loaded.vocab == vocab
     jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
@@ -224,8 +297,9 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_orbax_to_hf_writes_safetensors_without_torch(tmp_path):
     """Exporting must not import torch (the torch extra is optional)."""
     cfg = tiny_config()
-    path = pretrained.save_pretrained(tmp_path / "ckpt", init_params(cfg, "Wav2Vec2ForPreTraining"), cfg,
-                                      "Wav2Vec2ForPreTraining")
+    path = pretrained.save_pretrained(
+        tmp_path / "ckpt", init_params(cfg, "Wav2Vec2ForPreTraining"), cfg, "Wav2Vec2ForPreTraining"
+    )
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
         "from xlsr_jax.convert import orbax_to_hf\n"
@@ -245,8 +319,9 @@ def test_training_checkpoint_loads_and_exports(tmp_path):
 
     cfg = tiny_config()
     params = init_params(cfg, "Wav2Vec2ForCTC", seed=3)
-    manager = checkpointing.CheckpointManager(str(tmp_path / "checkpoints"), save_every_steps=1, keep=1,
-                                              async_save=False)
+    manager = checkpointing.CheckpointManager(
+        str(tmp_path / "checkpoints"), save_every_steps=1, keep=1, async_save=False
+    )
     run_config = {"task": "ctc", "model": cfg.to_dict(), "data": {"normalize": False}}
     manager.save(7, params, {"step": np.int32(7)}, config=run_config, data_state={}, force=True)
     manager.close()
@@ -256,8 +331,14 @@ def test_training_checkpoint_loads_and_exports(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
     vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
     out = orbax_to_hf(tmp_path / "checkpoints" / "7", tmp_path / "hf", vocab=vocab)
-    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "preprocessor_config.json",
-                                       "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+    assert sorted(os.listdir(out)) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+        "vocab.json",
+    ]
 
 
 def test_masking_off_drops_and_refills_masked_spec_embed():

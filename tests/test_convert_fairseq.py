@@ -35,18 +35,46 @@ TOL = 1e-4
 def fairseq_model_cfg(norm: str, stable: bool) -> dict:
     """The fairseq `cfg['model']` equivalent of tests.convert_testlib.TINY_HF."""
     return {
-        "_name": "wav2vec2", "extractor_mode": "default" if norm == "group" else "layer_norm",
-        "encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 40,
-        "encoder_attention_heads": 4, "activation_fn": "gelu", "layer_type": "transformer",
-        "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "encoder_layerdrop": 0.05,
-        "dropout_input": 0.1, "dropout_features": 0.1, "final_dim": 12, "layer_norm_first": stable,
-        "conv_feature_layers": "[(16, 10, 5), (24, 3, 2)] + [(32, 3, 2)]", "conv_bias": norm == "layer",
-        "logit_temp": 0.1, "quantize_targets": True, "quantize_input": False, "same_quantizer": False,
-        "target_glu": False, "feature_grad_mult": 0.1, "latent_vars": 12, "latent_groups": 2,
-        "latent_dim": 16, "mask_length": 3, "mask_prob": 0.3, "mask_selection": "static",
-        "mask_channel_prob": 0.0, "mask_channel_length": 10, "num_negatives": 5,
-        "negatives_from_everywhere": False, "cross_sample_negatives": 0, "codebook_negatives": 0,
-        "conv_pos": 8, "conv_pos_groups": 4, "pos_conv_depth": 1, "latent_temp": [2.0, 0.5, 0.999995],
+        "_name": "wav2vec2",
+        "extractor_mode": "default" if norm == "group" else "layer_norm",
+        "encoder_layers": 2,
+        "encoder_embed_dim": 32,
+        "encoder_ffn_embed_dim": 40,
+        "encoder_attention_heads": 4,
+        "activation_fn": "gelu",
+        "layer_type": "transformer",
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+        "activation_dropout": 0.0,
+        "encoder_layerdrop": 0.05,
+        "dropout_input": 0.1,
+        "dropout_features": 0.1,
+        "final_dim": 12,
+        "layer_norm_first": stable,
+        "conv_feature_layers": "[(16, 10, 5), (24, 3, 2)] + [(32, 3, 2)]",
+        "conv_bias": norm == "layer",
+        "logit_temp": 0.1,
+        "quantize_targets": True,
+        "quantize_input": False,
+        "same_quantizer": False,
+        "target_glu": False,
+        "feature_grad_mult": 0.1,
+        "latent_vars": 12,
+        "latent_groups": 2,
+        "latent_dim": 16,
+        "mask_length": 3,
+        "mask_prob": 0.3,
+        "mask_selection": "static",
+        "mask_channel_prob": 0.0,
+        "mask_channel_length": 10,
+        "num_negatives": 5,
+        "negatives_from_everywhere": False,
+        "cross_sample_negatives": 0,
+        "codebook_negatives": 0,
+        "conv_pos": 8,
+        "conv_pos_groups": 4,
+        "pos_conv_depth": 1,
+        "latent_temp": [2.0, 0.5, 0.999995],
     }
 
 
@@ -61,11 +89,13 @@ def _hf_state(model):
 def _encoder_matches(hf_base, loaded):
     audio, padding = audio_batch((1600, 1100), seed=11)
     with torch.no_grad():
-        ref = hf_base(torch.from_numpy(audio), attention_mask=torch.from_numpy(~padding).long(),
-                      output_hidden_states=True)
+        ref = hf_base(
+            torch.from_numpy(audio), attention_mask=torch.from_numpy(~padding).long(), output_hidden_states=True
+        )
     base = loaded.params["wav2vec2"]
-    out = Wav2Vec2Model(loaded.config).apply({"params": base}, jnp.asarray(audio), jnp.asarray(padding),
-                                             deterministic=True, output_hidden_states=True)
+    out = Wav2Vec2Model(loaded.config).apply(
+        {"params": base}, jnp.asarray(audio), jnp.asarray(padding), deterministic=True, output_hidden_states=True
+    )
     valid = ~np.asarray(out.padding_mask)
     for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
         assert max_abs_diff(a, b, valid) < TOL, f"hidden state {i}"
@@ -113,24 +143,38 @@ def _as_dictconfig(ns, obj):
     return ns.AnyNode(obj)
 
 
-@pytest.mark.parametrize("norm,stable,cfg_form", [("layer", True, "dict"), ("group", False, "dictconfig")],
-                         ids=["xlsr-layer-preLN-dict", "base-group-postLN-dictconfig"])
+@pytest.mark.parametrize(
+    "norm,stable,cfg_form",
+    [("layer", True, "dict"), ("group", False, "dictconfig")],
+    ids=["xlsr-layer-preLN-dict", "base-group-postLN-dictconfig"],
+)
 def test_pretraining_checkpoint_converts_and_matches(norm, stable, cfg_form, tmp_path, fake_modules):
     torch.manual_seed(3)
     hf = transformers.Wav2Vec2ForPreTraining(hf_config(norm, stable)).eval()
     state = hf_state_to_fairseq(_hf_state(hf), norm, ctc=False)
     assert "encoder.pos_conv.0.weight_g" in state and "final_proj.weight" in state and "quantizer.vars" in state
-    assert ("feature_extractor.conv_layers.0.2.1.weight" if norm == "layer"
-            else "feature_extractor.conv_layers.0.2.weight") in state
-    cfg = {"model": fairseq_model_cfg(norm, stable), "criterion": {"_name": "wav2vec", "loss_weights": [0.1, 10.0]},
-           "task": {"_name": "audio_pretraining", "normalize": norm == "layer"}}
+    assert (
+        "feature_extractor.conv_layers.0.2.1.weight" if norm == "layer" else "feature_extractor.conv_layers.0.2.weight"
+    ) in state
+    cfg = {
+        "model": fairseq_model_cfg(norm, stable),
+        "criterion": {"_name": "wav2vec", "loss_weights": [0.1, 10.0]},
+        "task": {"_name": "audio_pretraining", "normalize": norm == "layer"},
+    }
     if cfg_form == "dictconfig":
         cfg = _as_dictconfig(fake_modules, cfg)
-    ckpt = {"cfg": cfg, "model": _tensors(state), "optimizer_history": [{"criterion_name": "Wav2vecCriterion",
-            "optimizer_name": "FairseqAdam", "num_updates": 7}],
-            "extra_state": {"metrics": {"train": [("loss", fake_modules.AverageMeter(), 0)]},
-                            "train_iterator": {"epoch": 2}},
-            "last_optimizer_state": None}
+    ckpt = {
+        "cfg": cfg,
+        "model": _tensors(state),
+        "optimizer_history": [
+            {"criterion_name": "Wav2vecCriterion", "optimizer_name": "FairseqAdam", "num_updates": 7}
+        ],
+        "extra_state": {
+            "metrics": {"train": [("loss", fake_modules.AverageMeter(), 0)]},
+            "train_iterator": {"epoch": 2},
+        },
+        "last_optimizer_state": None,
+    }
     torch.save(ckpt, tmp_path / "checkpoint_best.pt")
     assert cli(["fairseq-to-orbax", str(tmp_path / "checkpoint_best.pt"), str(tmp_path / "ours")]) == 0
     loaded = pretrained.load_pretrained(tmp_path / "ours")
@@ -150,22 +194,38 @@ def test_ctc_checkpoint_with_old_args_and_dictionary(tmp_path):
     hf = transformers.Wav2Vec2ForCTC(hf_config("group", False)).eval()
     state = hf_state_to_fairseq(_hf_state(hf), "group", ctc=True)
     assert "w2v_encoder.proj.weight" in state and "w2v_encoder.w2v_model.mask_emb" in state
-    w2v_args = argparse.Namespace(arch="wav2vec2", **{k: v for k, v in fairseq_model_cfg("group", False).items()
-                                                      if k != "_name"})
-    args = argparse.Namespace(arch="wav2vec_ctc", w2v_args=w2v_args, w2v_path="/data/pretrain.pt",
-                              dropout=0.0, activation_dropout=0.1, attention_dropout=0.0, dropout_input=0.0,
-                              mask_prob=0.5, mask_length=10, mask_channel_prob=0.1, mask_channel_length=64,
-                              layerdrop=0.1, feature_grad_mult=0.0, final_dropout=0.0, criterion="ctc")
+    w2v_args = argparse.Namespace(
+        arch="wav2vec2", **{k: v for k, v in fairseq_model_cfg("group", False).items() if k != "_name"}
+    )
+    args = argparse.Namespace(
+        arch="wav2vec_ctc",
+        w2v_args=w2v_args,
+        w2v_path="/data/pretrain.pt",
+        dropout=0.0,
+        activation_dropout=0.1,
+        attention_dropout=0.0,
+        dropout_input=0.0,
+        mask_prob=0.5,
+        mask_length=10,
+        mask_channel_prob=0.1,
+        mask_channel_length=64,
+        layerdrop=0.1,
+        feature_grad_mult=0.0,
+        final_dropout=0.0,
+        criterion="ctc",
+    )
     torch.save({"args": args, "model": _tensors(state), "optimizer_history": []}, tmp_path / "ft.pt")
     with open(tmp_path / "dict.ltr.txt", "w") as f:
         f.write("| 94802\nE 51860\nT 38431\nA 33152\nO 31495\nN 28855\n")
     out = fairseq_to_orbax(tmp_path / "ft.pt", tmp_path / "ours", dict_path=tmp_path / "dict.ltr.txt")
     loaded = pretrained.load_pretrained(out)
     assert loaded.architecture == "Wav2Vec2ForCTC" and loaded.config.vocab_size == 10
-    assert loaded.vocab == {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7,
-                            "O": 8, "N": 9}
-    assert (loaded.config.mask_time_prob, loaded.config.mask_feature_length, loaded.config.feature_grad_mult) == \
-        (0.5, 64, 0.0)
+    assert loaded.vocab == {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "O": 8, "N": 9}
+    assert (loaded.config.mask_time_prob, loaded.config.mask_feature_length, loaded.config.feature_grad_mult) == (
+        0.5,
+        64,
+        0.0,
+    )
     audio, _ = audio_batch((1600, 1600), seed=12)
     with torch.no_grad():
         ref = hf(torch.from_numpy(audio)).logits
@@ -211,6 +271,8 @@ def test_mismatched_fairseq_checkpoint_names_keys(tmp_path, capsys):
     del state["encoder.layers.0.adapter.fc.weight"]
     torch.save({"cfg": cfg, "model": _tensors(state)}, tmp_path / "bad.pt")
     assert cli(["fairseq-to-orbax", str(tmp_path / "bad.pt"), str(tmp_path / "out")]) == 1
-    assert "wav2vec2.encoder.layers.0.attention.k_proj.weight: checkpoint (32, 31) vs config (32, 32)" in \
-        capsys.readouterr().err
+    assert (
+        "wav2vec2.encoder.layers.0.attention.k_proj.weight: checkpoint (32, 31) vs config (32, 32)"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()

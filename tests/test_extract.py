@@ -16,11 +16,23 @@ from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2Model
 
 
 def _config(norm: str) -> Wav2Vec2Config:
-    return Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
-                          conv_dim=(16, 24, 32), conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
-                          conv_bias=norm == "layer", feat_extract_norm=norm, do_stable_layer_norm=norm == "layer",
-                          num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-                          num_codevectors_per_group=12, codevector_dim=16, proj_codevector_dim=12)
+    return Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=40,
+        conv_dim=(16, 24, 32),
+        conv_stride=(5, 2, 2),
+        conv_kernel=(10, 3, 3),
+        conv_bias=norm == "layer",
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+        num_codevectors_per_group=12,
+        codevector_dim=16,
+        proj_codevector_dim=12,
+    )
 
 
 @pytest.fixture
@@ -47,8 +59,7 @@ def test_extract_matches_the_model_per_file(norm, audio_files, tmp_path):
     every, one, final = (np.load(tmp_path / f) for f in ("all.npz", "l1.npz", "fin.npz"))
     assert list(every["paths"]) == audio_files and str(one["layer"]) == "1"
     model = Wav2Vec2Model(cfg)
-    reference = jax.jit(lambda p, a: model.apply({"params": p}, a, None, deterministic=True,
-                                                 output_hidden_states=True))
+    reference = jax.jit(lambda p, a: model.apply({"params": p}, a, None, deterministic=True, output_hidden_states=True))
     for i, path in enumerate(audio_files):
         audio = load_audio(path)
         if norm == "layer":  # the XLS-R convention: normalised input (model.json audio.do_normalize)

@@ -59,8 +59,9 @@ def test_pretraining_loss_combines_parts_with_preset_weights():
     cfg = get_preset("base")  # diversity 0.1, feature penalty 10
     logits = jnp.zeros((1, 4, 3)).at[0, :, 0].set(1.0)
     mask = jnp.array([[True, True, False, False]])
-    out = PretrainingOutput(logits, mask, jnp.zeros((1, 4, 2), jnp.int32), jnp.float32(100.0),
-                            jnp.float32(320.0), jnp.float32(0.5), 640)
+    out = PretrainingOutput(
+        logits, mask, jnp.zeros((1, 4, 2), jnp.int32), jnp.float32(100.0), jnp.float32(320.0), jnp.float32(0.5), 640
+    )
     loss, metrics = losses.pretraining_loss(out, cfg)
     contrastive = -np.log(np.e / (np.e + 2))
     np.testing.assert_allclose(float(metrics["contrastive_loss"]), contrastive, rtol=1e-6)
@@ -74,8 +75,9 @@ def test_ctc_loss_matches_brute_force_path_sum():
     logits = np.log(np.array([[[0.6, 0.4], [0.3, 0.7]]], np.float32))
     p = np.exp(logits[0])
     expected = -np.log(p[0, 1] * p[1, 1] + p[0, 1] * p[1, 0] + p[0, 0] * p[1, 1])
-    loss, n = losses.ctc_loss(jnp.asarray(logits), jnp.zeros((1, 2), bool), jnp.array([[1, 0]]),
-                              jnp.array([[False, True]]))
+    loss, n = losses.ctc_loss(
+        jnp.asarray(logits), jnp.zeros((1, 2), bool), jnp.array([[1, 0]]), jnp.array([[False, True]])
+    )
     np.testing.assert_allclose(float(loss[0]), expected, rtol=1e-5)
     assert int(n[0]) == 1
 

@@ -33,14 +33,19 @@ def test_masked_fraction_matches_fairseq(mask_prob, mask_length):
     frames, trials = 400, 200
     lengths = np.array([400, 350, 250, 120])
     np_rng = np.random.default_rng(0)
-    ref = np.mean([
-        fairseq_like_mask(np_rng, lengths, frames, mask_prob, mask_length, 2, False).sum(1) / lengths
-        for _ in range(trials)
-    ], axis=0)
-    fn = jax.jit(lambda k: masking.compute_span_mask(k, (4, frames), jnp.asarray(lengths), mask_prob,
-                                                      mask_length, 2, require_same_masks=False))
-    ours = np.mean([np.asarray(fn(k)).sum(1) / lengths for k in jax.random.split(jax.random.key(0), trials)],
-                   axis=0)
+    ref = np.mean(
+        [
+            fairseq_like_mask(np_rng, lengths, frames, mask_prob, mask_length, 2, False).sum(1) / lengths
+            for _ in range(trials)
+        ],
+        axis=0,
+    )
+    fn = jax.jit(
+        lambda k: masking.compute_span_mask(
+            k, (4, frames), jnp.asarray(lengths), mask_prob, mask_length, 2, require_same_masks=False
+        )
+    )
+    ours = np.mean([np.asarray(fn(k)).sum(1) / lengths for k in jax.random.split(jax.random.key(0), trials)], axis=0)
     # Per-row standard error is ~0.005 for 200 trials; a systematic difference would be far larger.
     np.testing.assert_allclose(ours, ref, atol=0.02)
     if (mask_prob, mask_length) == (0.65, 10):
@@ -75,8 +80,11 @@ def test_unequal_mask_is_a_union_of_full_spans():
 
 
 def test_min_masks_applies_to_short_utterances():
-    mask = np.asarray(masking.compute_span_mask(jax.random.key(3), (2, 60), jnp.array([30, 60]), 0.0, 5,
-                                                min_masks=2, require_same_masks=False))
+    mask = np.asarray(
+        masking.compute_span_mask(
+            jax.random.key(3), (2, 60), jnp.array([30, 60]), 0.0, 5, min_masks=2, require_same_masks=False
+        )
+    )
     assert mask[0].sum() >= 5 and not mask[0, 30:].any()
 
 

@@ -60,8 +60,12 @@ def _frames_valid(config, padding):
 
 def _encode(loaded, audio, padding=None):
     return Wav2Vec2Model(loaded.config).apply(
-        {"params": loaded.params["wav2vec2"]}, jnp.asarray(audio),
-        None if padding is None else jnp.asarray(padding), deterministic=True, output_hidden_states=True)
+        {"params": loaded.params["wav2vec2"]},
+        jnp.asarray(audio),
+        None if padding is None else jnp.asarray(padding),
+        deterministic=True,
+        output_hidden_states=True,
+    )
 
 
 @pytest.fixture(scope="module", params=MODES, ids=MODE_IDS)
@@ -121,11 +125,18 @@ def test_quantizer_codes_and_pretraining_loss_match(pretraining_pair):
     audio, _ = audio_batch(lengths=(1600, 1600), seed=1)
     frames = cfg.feature_lengths(audio.shape[1])
     mask, hf_neg, our_neg = _pretraining_inputs(cfg, audio.shape[0], frames)
-    ref = _hf_forward(hf, audio, mask_time_indices=torch.from_numpy(mask),
-                      sampled_negative_indices=torch.from_numpy(hf_neg))
+    ref = _hf_forward(
+        hf, audio, mask_time_indices=torch.from_numpy(mask), sampled_negative_indices=torch.from_numpy(hf_neg)
+    )
     model = pretrained.model_class("Wav2Vec2ForPreTraining")(cfg)
-    out = model.apply({"params": loaded.params}, jnp.asarray(audio), None, deterministic=True,
-                      mask_time_indices=jnp.asarray(mask), sampled_negative_indices=jnp.asarray(our_neg))
+    out = model.apply(
+        {"params": loaded.params},
+        jnp.asarray(audio),
+        None,
+        deterministic=True,
+        mask_time_indices=jnp.asarray(mask),
+        sampled_negative_indices=jnp.asarray(our_neg),
+    )
 
     # Codes: HF's eval-mode quantizer takes the argmax of weight_proj over each group.
     with torch.no_grad():
@@ -133,10 +144,12 @@ def test_quantizer_codes_and_pretraining_loss_match(pretraining_pair):
         logits = hf.quantizer.weight_proj(feats).view(audio.shape[0], frames, cfg.num_codevector_groups, -1)
         hf_quantized, hf_ppl = hf.quantizer(feats, mask_time_indices=torch.from_numpy(mask))
     np.testing.assert_array_equal(np.asarray(out.codes), logits.argmax(-1).numpy())
-    book = np.asarray(loaded.params["quantizer"]["codevectors"]).reshape(cfg.num_codevector_groups,
-                                                                        cfg.num_codevectors_per_group, -1)
-    ours_quantized = np.concatenate([book[g][np.asarray(out.codes)[..., g]]
-                                     for g in range(cfg.num_codevector_groups)], axis=-1)
+    book = np.asarray(loaded.params["quantizer"]["codevectors"]).reshape(
+        cfg.num_codevector_groups, cfg.num_codevectors_per_group, -1
+    )
+    ours_quantized = np.concatenate(
+        [book[g][np.asarray(out.codes)[..., g]] for g in range(cfg.num_codevector_groups)], axis=-1
+    )
     assert max_abs_diff(ours_quantized, hf_quantized) < TOL
     # In eval mode HF's perplexity is of the hard codes (ours: code_perplexity).
     np.testing.assert_allclose(float(out.code_perplexity), float(hf_ppl), rtol=1e-4)
@@ -158,8 +171,9 @@ def _save_ctc_folder(model, folder, vocab):
     model.save_pretrained(folder)
     with open(os.path.join(folder, "vocab.json"), "w") as f:
         json.dump(vocab, f)
-    tokenizer = transformers.Wav2Vec2CTCTokenizer(os.path.join(folder, "vocab.json"), unk_token="<unk>",
-                                                   pad_token="<pad>", word_delimiter_token="|")
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(
+        os.path.join(folder, "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
+    )
     extractor = transformers.Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True)
     transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
 
@@ -179,8 +193,12 @@ def test_ctc_logits_match(norm, stable, tmp_path):
         audio, padding = audio_batch(lengths, seed=2)
         unpadded = not padding.any()
         ref = _hf_forward(hf, audio, None if unpadded else padding).logits
-        logits, frame_padding = model.apply({"params": loaded.params}, jnp.asarray(audio),
-                                            None if unpadded else jnp.asarray(padding), deterministic=True)
+        logits, frame_padding = model.apply(
+            {"params": loaded.params},
+            jnp.asarray(audio),
+            None if unpadded else jnp.asarray(padding),
+            deterministic=True,
+        )
         assert max_abs_diff(logits, ref, ~np.asarray(frame_padding)) < TOL
 
 
@@ -188,7 +206,8 @@ def test_ctc_logits_match(norm, stable, tmp_path):
 def test_sequence_classification_logits_match(weighted, tmp_path):
     torch.manual_seed(2)
     hf = transformers.Wav2Vec2ForSequenceClassification(
-        hf_config("layer", True, use_weighted_layer_sum=weighted)).eval()
+        hf_config("layer", True, use_weighted_layer_sum=weighted)
+    ).eval()
     if weighted:  # non-uniform layer weights, so the layer order matters
         with torch.no_grad():
             hf.layer_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
@@ -198,8 +217,12 @@ def test_sequence_classification_logits_match(weighted, tmp_path):
         audio, padding = audio_batch(lengths, seed=3)
         unpadded = not padding.any()
         ref = _hf_forward(hf, audio, None if unpadded else padding).logits
-        logits = loaded.model().apply({"params": loaded.params}, jnp.asarray(audio),
-                                      None if unpadded else jnp.asarray(padding), deterministic=True)
+        logits = loaded.model().apply(
+            {"params": loaded.params},
+            jnp.asarray(audio),
+            None if unpadded else jnp.asarray(padding),
+            deterministic=True,
+        )
         assert max_abs_diff(logits, ref) < TOL
 
 
@@ -240,13 +263,13 @@ def test_export_ctc_with_processor(tmp_path):
     hf = _from_pretrained(transformers.Wav2Vec2ForCTC, folder)
     processor = transformers.Wav2Vec2Processor.from_pretrained(folder)
     audio, padding = audio_batch((1600, 1100), seed=6)
-    inputs = processor([a[~p] for a, p in zip(audio, padding)], sampling_rate=16000, return_tensors="np",
-                       padding=True)
+    inputs = processor([a[~p] for a, p in zip(audio, padding)], sampling_rate=16000, return_tensors="np", padding=True)
     assert "attention_mask" in inputs  # layer-norm model: the processor pads with a mask
     values, mask = inputs["input_values"].astype(np.float32), inputs["attention_mask"].astype(bool)
     ref = _hf_forward(hf, values, ~mask).logits
-    logits, frame_padding = loaded.model().apply({"params": loaded.params}, jnp.asarray(values),
-                                                 jnp.asarray(~mask), deterministic=True)
+    logits, frame_padding = loaded.model().apply(
+        {"params": loaded.params}, jnp.asarray(values), jnp.asarray(~mask), deterministic=True
+    )
     assert max_abs_diff(logits, ref, ~np.asarray(frame_padding)) < TOL
     ids = np.asarray(logits).argmax(-1)
     assert processor.batch_decode(ids) == processor.batch_decode(ref.numpy().argmax(-1))
@@ -256,8 +279,9 @@ def test_export_ctc_with_processor(tmp_path):
 
 
 def test_export_sequence_classification(tmp_path):
-    loaded, ckpt, _ = _export(tmp_path, "Wav2Vec2ForSequenceClassification", "group", False,
-                              use_weighted_layer_sum=True)
+    loaded, ckpt, _ = _export(
+        tmp_path, "Wav2Vec2ForSequenceClassification", "group", False, use_weighted_layer_sum=True
+    )
     folder = orbax_to_hf(ckpt, tmp_path / "hf_labelled", labels=["sw", "yo", "ha"])
     hf = _from_pretrained(transformers.Wav2Vec2ForSequenceClassification, folder)
     assert hf.config.id2label == {0: "sw", 1: "yo", 2: "ha"} and hf.config.label2id["ha"] == 2
@@ -283,14 +307,17 @@ def test_bare_encoder_from_pytorch_model_bin(tmp_path):
     assert loaded.architecture == "Wav2Vec2Model" and loaded.config.scan_layers
     audio, _ = audio_batch((1600, 1600), seed=8)
     ref = _hf_forward(hf, audio, output_hidden_states=True)
-    out = Wav2Vec2Model(loaded.config).apply({"params": loaded.params}, jnp.asarray(audio), None,
-                                             deterministic=True, output_hidden_states=True)
+    out = Wav2Vec2Model(loaded.config).apply(
+        {"params": loaded.params}, jnp.asarray(audio), None, deterministic=True, output_hidden_states=True
+    )
     for a, b in zip(out.hidden_states, ref.hidden_states):
         assert max_abs_diff(a, b) < TOL
 
 
-@pytest.mark.parametrize("preset,arch", [("base", "Wav2Vec2ForPreTraining"), ("large", "Wav2Vec2ForCTC"),
-                                         ("xls_r_1b", "Wav2Vec2ForPreTraining")])
+@pytest.mark.parametrize(
+    "preset,arch",
+    [("base", "Wav2Vec2ForPreTraining"), ("large", "Wav2Vec2ForCTC"), ("xls_r_1b", "Wav2Vec2ForPreTraining")],
+)
 def test_published_sizes_have_matching_keys_and_shapes(preset, arch):
     """At the published sizes (BASE, XLSR-53 / XLS-R 300M, XLS-R 1B), transformers' parameter
     names and shapes equal the table's, on torch's meta device (no memory, no weights)."""

@@ -96,8 +96,9 @@ class Extractor:
         return np.asarray(hidden[:, 0, :frames]), np.asarray(last[0, :frames])
 
 
-def extract(ckpt: str, audio_paths: Sequence[str], out: str, layer: str | None = None,
-            bucket_seconds: float = 1.0) -> str:
+def extract(
+    ckpt: str, audio_paths: Sequence[str], out: str, layer: str | None = None, bucket_seconds: float = 1.0
+) -> str:
     """Extracts features for `audio_paths` into the .npz `out` (see module docstring)."""
     from data_pipelines.audio import load_audio
 
@@ -130,13 +131,18 @@ def extract(ckpt: str, audio_paths: Sequence[str], out: str, layer: str | None =
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(prog="python -m xlsr_jax.extract", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m xlsr_jax.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ckpt", required=True, help="exported checkpoint directory (model.json + params/)")
     p.add_argument("--layer", default=None, help="hidden-state index 0..num_layers, 'final', or 'all' (default)")
     p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--bucket_seconds", type=float, default=1.0,
-                   help="layer-norm models: pad inputs to a multiple of this (fewer compilations)")
+    p.add_argument(
+        "--bucket_seconds",
+        type=float,
+        default=1.0,
+        help="layer-norm models: pad inputs to a multiple of this (fewer compilations)",
+    )
     p.add_argument("audio", nargs="+", help="audio files (wav/flac/ogg/mp3; any rate, mono or stereo)")
     args = p.parse_args(argv)
     from data_pipelines.audio import AudioDecodeError

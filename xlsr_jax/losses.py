@@ -88,8 +88,11 @@ def ctc_loss(
       (loss [batch], label_lengths [batch]).
     """
     per_seq = optax.ctc_loss(
-        logits.astype(jnp.float32), frame_padding.astype(jnp.float32), labels,
-        label_padding.astype(jnp.float32), blank_id=blank_id,
+        logits.astype(jnp.float32),
+        frame_padding.astype(jnp.float32),
+        labels,
+        label_padding.astype(jnp.float32),
+        blank_id=blank_id,
     )
     label_lengths = jnp.sum(~label_padding, axis=-1)
     if zero_infinity:

@@ -82,8 +82,7 @@ def compute_channel_mask(
     rng: jax.Array, batch: int, channels: int, mask_prob: float, mask_length: int, min_masks: int = 0
 ) -> jax.Array:
     """Channel (feature) mask for fine-tuning, fairseq's `mask_channel_*`: bool [batch, channels]."""
-    return compute_span_mask(rng, (batch, channels), None, mask_prob, mask_length, min_masks,
-                             require_same_masks=False)
+    return compute_span_mask(rng, (batch, channels), None, mask_prob, mask_length, min_masks, require_same_masks=False)
 
 
 def sample_negatives(rng: jax.Array, mask: jax.Array, num_negatives: int) -> jax.Array:

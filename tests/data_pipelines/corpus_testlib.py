@@ -25,9 +25,7 @@ def tone(
 ):
     """A tone plus a little noise: float32 [samples] or [samples, channels]."""
     t = np.arange(round(seconds * sr)) / sr
-    x = 0.5 * np.sin(2 * np.pi * freq * t) + noise * np.random.default_rng(
-        seed
-    ).standard_normal(t.size)
+    x = 0.5 * np.sin(2 * np.pi * freq * t) + noise * np.random.default_rng(seed).standard_normal(t.size)
     x = x.astype(np.float32)
     if channels > 1:
         x = np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)
@@ -60,9 +58,7 @@ def write_common_voice(
             )
             words = WORDS.get(locale, ["x"])
             sentence = " ".join(rng.choice(words, size=2)).capitalize() + "."
-            rows.append(
-                {"client_id": "c", "path": name, "sentence": sentence, "locale": locale}
-            )
+            rows.append({"client_id": "c", "path": name, "sentence": sentence, "locale": locale})
             durs.append((name, int(secs * 1000)))
             out[os.path.join(clips, name)] = secs
         with open(os.path.join(root, locale, f"{split}.tsv"), "w", newline="") as f:

@@ -29,9 +29,7 @@ def _peak_hz(x: np.ndarray, sr: int) -> float:
     return float(np.argmax(spec) * sr / x.size)
 
 
-@pytest.mark.parametrize(
-    "container,subtype,sr", CASES, ids=[f"{c}-{s}-{r}" for c, s, r in CASES]
-)
+@pytest.mark.parametrize("container,subtype,sr", CASES, ids=[f"{c}-{s}-{r}" for c, s, r in CASES])
 def test_every_format_and_rate_decodes_to_16k(tmp_path, container, subtype, sr):
     secs, freq = 1.0, 440.0
     path = tmp_path / f"x.{container.lower()}"
@@ -47,9 +45,7 @@ def test_every_format_and_rate_decodes_to_16k(tmp_path, container, subtype, sr):
     # Lossy codecs add encoder delay/padding of a few ms; lossless must be exact to a sample.
     tol = 0.06 * 16000 if subtype in LOSSY else 1
     assert abs(out.size - secs * 16000) <= tol, out.size
-    assert (
-        abs(_peak_hz(out, 16000) - freq) < 5
-    )  # the tone survived decode + resample + downmix
+    assert abs(_peak_hz(out, 16000) - freq) < 5  # the tone survived decode + resample + downmix
     if subtype not in LOSSY:
         # Downmix = channel mean (0.95 x tone): compare with the analytic 16 kHz signal.
         ref = 0.95 * tone(secs, 16000, freq, noise=0.0)

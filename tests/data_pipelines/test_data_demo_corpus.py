@@ -15,9 +15,7 @@ ROOT = data_pipelines.DEMO_CORPUS_DIR
 
 
 def _rows(locale, split, root=ROOT):
-    with open(
-        os.path.join(root, locale, f"{split}.tsv"), encoding="utf-8", newline=""
-    ) as f:
+    with open(os.path.join(root, locale, f"{split}.tsv"), encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
@@ -30,10 +28,7 @@ def test_layout_splits_and_audio_format():
         assert [len(splits[s]) for s in ("train", "dev", "test")] == [60, 10, 10]
         sentences = {s: {r["sentence"] for r in rows} for s, rows in splits.items()}
         # No sentence is shared between splits (Common Voice's rule).
-        assert not (
-            sentences["train"] & sentences["dev"]
-            | sentences["train"] & sentences["test"]
-        )
+        assert not (sentences["train"] & sentences["dev"] | sentences["train"] & sentences["test"])
         assert set().union(*sentences.values()) == set(SENTENCES[locale])
         with open(os.path.join(ROOT, locale, "clip_durations.tsv")) as f:
             durations = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])

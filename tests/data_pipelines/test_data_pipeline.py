@@ -68,15 +68,9 @@ def test_batch_shapes_padding_and_static_set(corpus):
         seen.add(audio.shape[1])
         n = (~pad).sum(1)
         # Padding is a suffix, is zero, and the bucket is the smallest that holds the utterance.
-        np.testing.assert_array_equal(
-            pad, np.arange(audio.shape[1])[None] >= n[:, None]
-        )
+        np.testing.assert_array_equal(pad, np.arange(audio.shape[1])[None] >= n[:, None])
         assert np.all(audio[pad] == 0)
-        lower = (
-            BOUNDS[BOUNDS.index(audio.shape[1]) - 1]
-            if audio.shape[1] > BOUNDS[0]
-            else 0
-        )
+        lower = BOUNDS[BOUNDS.index(audio.shape[1]) - 1] if audio.shape[1] > BOUNDS[0] else 0
         assert np.all(n > lower - 400)  # lengths from metadata are ms-rounded
         # normalize=True: zero mean, unit variance over each utterance's samples
         for row, k in zip(audio, n):
@@ -99,10 +93,7 @@ def test_max_samples_per_batch_caps_shapes(corpus):
     cfg = make_cfg(root, max_samples_per_batch=8 * 16000)
     pipe = data_pipelines.build_input(cfg, "train", "pretrain")
     assert [s for s, _ in pipe.shapes] == [8000, 16000]
-    assert all(
-        b["audio"].shape == (8, 8000) or b["audio"].shape == (8, 16000)
-        for b in take(pipe, 4)
-    )
+    assert all(b["audio"].shape == (8, 8000) or b["audio"].shape == (8, 16000) for b in take(pipe, 4))
 
 
 def _synthetic_plan(hours_by_group, batch_size=16, seed=0):
@@ -149,9 +140,7 @@ def test_corpus_sampling_within_a_language():
     # One language in two corpora with 1 h and 9 h: corpus_alpha 0.5 -> 1:3.
     plan = _synthetic_plan([(0, 0, 1.0, 5), (0, 1, 9.0, 17)])
     planner = sampling.TrainPlanner(plan, np.array([1.0]), 0.5, 2)
-    src = np.concatenate(
-        [plan.refs[planner.next_batch()["rows"], 0] for _ in range(500)]
-    )
+    src = np.concatenate([plan.refs[planner.next_batch()["rows"], 0] for _ in range(500)])
     frac = src.mean()
     sigma = np.sqrt(0.75 * 0.25 / src.size)
     assert abs(frac - 0.75) < 5 * sigma
@@ -168,10 +157,7 @@ def test_pipeline_logs_hours_and_probabilities(corpus, caplog):
     root, train, _ = corpus
     caplog.set_level("INFO")
     pipe = data_pipelines.build_input(make_cfg(root), "train", "pretrain")
-    hours = {
-        lang: sum(s for p, s in train.items() if f"/{lang}/" in p) / 3600
-        for lang in ("aa", "bb", "cc")
-    }
+    hours = {lang: sum(s for p, s in train.items() if f"/{lang}/" in p) / 3600 for lang in ("aa", "bb", "cc")}
     for lang, h in hours.items():
         assert abs(pipe.hours[lang] - h) < 1e-3
     exp = sampling.language_probabilities(pipe.hours, 0.5)
@@ -203,19 +189,13 @@ def test_same_seed_same_stream_other_seed_differs(corpus):
     b = take(data_pipelines.build_input(make_cfg(root), "train", "pretrain"), 3)
     c = take(data_pipelines.build_input(make_cfg(root, seed=9), "train", "pretrain"), 3)
     assert_batches_equal(a, b)
-    assert any(
-        x["audio"].shape != y["audio"].shape
-        or not np.array_equal(x["audio"], y["audio"])
-        for x, y in zip(a, c)
-    )
+    assert any(x["audio"].shape != y["audio"].shape or not np.array_equal(x["audio"], y["audio"]) for x, y in zip(a, c))
 
 
 def test_state_from_other_config_is_rejected(corpus):
     root, _, _ = corpus
     state = data_pipelines.build_input(make_cfg(root), "train", "pretrain").get_state()
-    other = data_pipelines.build_input(
-        make_cfg(root, batch_size=16), "train", "pretrain"
-    )
+    other = data_pipelines.build_input(make_cfg(root, batch_size=16), "train", "pretrain")
     with pytest.raises(ValueError, match="different data config"):
         other.set_state(state)
 
@@ -227,22 +207,15 @@ def test_process_sharding_disjoint_and_complete(corpus, split):
     n = 4 if split == "train" else None
     whole = data_pipelines.build_input(cfg, split, "lid")
     whole_batches = take(whole, n) if n else list(whole)
-    parts = [
-        data_pipelines.build_input(cfg, split, "lid", process_index=p, process_count=2)
-        for p in range(2)
-    ]
+    parts = [data_pipelines.build_input(cfg, split, "lid", process_index=p, process_count=2) for p in range(2)]
     part_batches = [take(p, n) if n else list(p) for p in parts]
     assert len(part_batches[0]) == len(part_batches[1]) == len(whole_batches)
     # The saved position is global: any host's state resumes any host (or another host count).
     assert parts[0].get_state() == parts[1].get_state() == whole.get_state()
     for g, b0, b1 in zip(whole_batches, *part_batches):
-        assert (
-            b0["audio"].shape == b1["audio"].shape
-        )  # equal local shapes on every host
+        assert b0["audio"].shape == b1["audio"].shape  # equal local shapes on every host
         for k in g:
-            np.testing.assert_array_equal(
-                np.concatenate([b0[k], b1[k]]), g[k], err_msg=k
-            )
+            np.testing.assert_array_equal(np.concatenate([b0[k], b1[k]]), g[k], err_msg=k)
     with pytest.raises(ValueError, match="divisible"):
         data_pipelines.build_input(cfg, split, "lid", process_index=0, process_count=3)
 
@@ -276,10 +249,8 @@ def test_ctc_labels_and_language_ids(corpus):
     for batch in pipe:
         L = batch["labels"].shape[1]
         assert (batch["audio"].shape[1], L) in pipe.shapes
-        assert (
-            batch["labels"].dtype == np.int32 and batch["label_padding"].dtype == bool
-        )
-        for labels, lpad, lang, valid in zip(
+        assert batch["labels"].dtype == np.int32 and batch["label_padding"].dtype == bool
+        for labels, lpad, lang, _valid in zip(
             batch["labels"], batch["label_padding"], batch["language"], batch["valid"]
         ):
             k = int((~lpad).sum())
@@ -303,10 +274,7 @@ def test_bad_files_skipped_and_counted(tmp_path):
     sf.write(os.path.join(clips, "short.wav"), tone(0.1, 16000), 16000)
     sf.write(os.path.join(clips, "tiny.wav"), tone(0.1, 16000), 16000)
     with open(os.path.join(root, "aa", "dev.tsv"), "a") as f:
-        f.writelines(
-            f"c\t{name}\tSol.\taa\n"
-            for name in ("corrupt.wav", "empty.wav", "short.wav", "tiny.wav")
-        )
+        f.writelines(f"c\t{name}\tSol.\taa\n" for name in ("corrupt.wav", "empty.wav", "short.wav", "tiny.wav"))
     with open(os.path.join(root, "aa", "clip_durations.tsv"), "a") as f:
         f.write("corrupt.wav\t1200\nempty.wav\t1200\nshort.wav\t1200\ntiny.wav\t100\n")
     cfg = make_cfg(root, languages=["aa"])
@@ -366,15 +334,10 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
         "assert tf.config.get_visible_devices('GPU') == []\n"
         "print('ok')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
     # TensorFlow's C++ start-up chatter is silenced (TF_CPP_MIN_LOG_LEVEL set before import).
-    assert (
-        "cpu_feature_guard" not in out.stderr
-        and "absl::InitializeLog" not in out.stderr
-    )
+    assert "cpu_feature_guard" not in out.stderr and "absl::InitializeLog" not in out.stderr
 
 
 @pytest.mark.parametrize("min_len", [8000, 8200, 32000])

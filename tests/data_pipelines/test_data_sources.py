@@ -52,19 +52,12 @@ def test_manifest_with_missing_files_fails_at_start_listing_them(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         sources.make_source({"type": "manifest", "path": str(tmp_path)}, "train")
     msg = str(e.value)
-    assert (
-        "2 of 5" in msg
-        and "u1.flac" in msg
-        and "u3.flac" in msg
-        and "u0.flac" not in msg
-    )
+    assert "2 of 5" in msg and "u1.flac" in msg and "u3.flac" in msg and "u0.flac" not in msg
 
 
 def test_common_voice_probes_lengths_without_clip_durations(tmp_path):
     made = write_common_voice(str(tmp_path), {"ky": 3}, "train", durations=False)
-    src = sources.make_source(
-        {"type": "common_voice", "path": str(tmp_path / "ky")}, "train"
-    )
+    src = sources.make_source({"type": "common_voice", "path": str(tmp_path / "ky")}, "train")
     assert src.languages == ["ky"] * 3
     for path, secs in made.items():
         assert abs(src.num_samples[src.ids.index(path)] - secs * 16000) <= 1
@@ -110,9 +103,7 @@ def test_tfrecord_writer_round_trip(tmp_path, encoding):
     write_common_voice(str(cv), {"aa": 3, "bb": 4}, "train")
     cv_cfg = {"type": "common_voice", "path": str(cv)}
     out = tmp_path / "tfr"
-    res = tfrecord.write_tfrecords(
-        [cv_cfg], str(out), "train", num_shards=3, encoding=encoding
-    )
+    res = tfrecord.write_tfrecords([cv_cfg], str(out), "train", num_shards=3, encoding=encoding)
     assert res["written"] == 7 and len(res["files"]) == 3
     orig = sources.make_source(cv_cfg, "train")
     for drop_index in (
@@ -138,17 +129,13 @@ def test_tfrecord_writer_round_trip(tmp_path, encoding):
 def test_tfds_builder_and_source_round_trip(tmp_path, file_format):
     # array_record: random access through tfds.data_source; tfrecord (most of the TFDS catalog):
     # random access through byte offsets found by one header scan.
-    pytest.importorskip(
-        "array_record", reason="ArrayRecord needed for TFDS random access"
-    )
+    pytest.importorskip("array_record", reason="ArrayRecord needed for TFDS random access")
     from data_pipelines import tfds_builder
 
     cv = tmp_path / "cv"
     write_common_voice(str(cv), {"aa": 3, "cc": 2}, "dev")
     cv_cfg = {"type": "common_voice", "path": str(cv)}
-    path = tfds_builder.prepare(
-        [cv_cfg], "t", str(tmp_path / "tfds"), splits=("dev",), file_format=file_format
-    )
+    path = tfds_builder.prepare([cv_cfg], "t", str(tmp_path / "tfds"), splits=("dev",), file_format=file_format)
     src = sources.make_source({"type": "tfds", "path": path}, "dev")
     orig = sources.make_source(cv_cfg, "dev")
     assert len(src) == 5

@@ -29,10 +29,7 @@ def test_normalize_text(raw, lang, expected):
 
 
 def test_per_language_override():
-    assert (
-        text.normalize_text("Hello, World", "en", {"en": {"lowercase": False}})
-        == "Hello World"
-    )
+    assert text.normalize_text("Hello, World", "en", {"en": {"lowercase": False}}) == "Hello World"
     assert text.normalize_text("a-b", "en", {"en": {"keep": "-"}}) == "a-b"
 
 
@@ -60,11 +57,7 @@ def test_unknown_characters_map_to_unk():
 def test_json_round_trip_is_hf_vocab_format():
     vocab, _ = _demo_vocab()
     d = json.loads(vocab.to_json())
-    assert (
-        d["<pad>"] == 0
-        and d["|"] == 4
-        and sorted(d.values()) == list(range(len(vocab)))
-    )
+    assert d["<pad>"] == 0 and d["|"] == 4 and sorted(d.values()) == list(range(len(vocab)))
     again = text.Vocabulary.from_json(vocab.to_json())
     assert again.tokens == vocab.tokens
     with pytest.raises(ValueError):
@@ -79,9 +72,7 @@ def test_decode_ctc_collapses_repeats_and_blanks():
 
 
 def test_hf_tokenizer_reads_our_vocab(tmp_path):
-    transformers = pytest.importorskip(
-        "transformers", reason="transformers parity check"
-    )
+    transformers = pytest.importorskip("transformers", reason="transformers parity check")
     vocab, _ = _demo_vocab()
     path = tmp_path / "vocab.json"
     path.write_text(vocab.to_json(), encoding="utf-8")

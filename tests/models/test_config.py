@@ -31,13 +31,21 @@ def test_scanned_and_unscanned_have_the_same_size():
 
 @pytest.mark.parametrize(
     "name,layers,width,ffn,heads",
-    [("base", 12, 768, 3072, 12), ("large", 24, 1024, 4096, 16), ("xls_r_1b", 48, 1280, 5120, 16),
-     ("xls_r_2b", 48, 1920, 7680, 16)],
+    [
+        ("base", 12, 768, 3072, 12),
+        ("large", 24, 1024, 4096, 16),
+        ("xls_r_1b", 48, 1280, 5120, 16),
+        ("xls_r_2b", 48, 1920, 7680, 16),
+    ],
 )
 def test_presets_have_published_shapes(name, layers, width, ffn, heads):
     cfg = get_preset(name)
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads) == (
-        layers, width, ffn, heads)
+        layers,
+        width,
+        ffn,
+        heads,
+    )
     assert cfg.conv_kernel == (10, 3, 3, 3, 3, 2, 2) and cfg.conv_stride == (5, 2, 2, 2, 2, 2, 2)
     assert cfg.num_codevector_groups * cfg.num_codevectors_per_group == 640
 

@@ -48,8 +48,14 @@ def _jitted_encoder(cfg, deterministic, output_hidden_states):
     @jax.jit
     def run(params, audio, padding_mask, key):
         keys = dict(zip(("dropout", "gumbel", "mask"), jax.random.split(key, 3)))
-        return model.apply(params, audio, padding_mask, deterministic=deterministic, rngs=keys,
-                           output_hidden_states=output_hidden_states)
+        return model.apply(
+            params,
+            audio,
+            padding_mask,
+            deterministic=deterministic,
+            rngs=keys,
+            output_hidden_states=output_hidden_states,
+        )
 
     return run
 
@@ -130,12 +136,27 @@ def test_scanned_layers_compute_the_same_function(remat):
 
 @pytest.mark.parametrize(
     "knob,scan",
-    [("hidden_dropout", False), ("attention_dropout", False), ("activation_dropout", False),
-     ("feat_proj_dropout", False), ("layerdrop", False), ("hidden_dropout", True), ("layerdrop", True)],
+    [
+        ("hidden_dropout", False),
+        ("attention_dropout", False),
+        ("activation_dropout", False),
+        ("feat_proj_dropout", False),
+        ("layerdrop", False),
+        ("hidden_dropout", True),
+        ("layerdrop", True),
+    ],
 )
 def test_every_dropout_site_is_live_in_training(knob, scan):
-    off = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-               layerdrop=0.0, mask_time_prob=0.0, mask_time_min_masks=0, scan_layers=scan)
+    off = dict(
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        mask_time_min_masks=0,
+        scan_layers=scan,
+    )
     audio = audio_batch()
     cfg_off = tiny(**off)
     params = init(Wav2Vec2Model(cfg_off), audio)
@@ -154,8 +175,14 @@ def test_every_dropout_site_is_live_in_training(knob, scan):
 def test_attention_dropout_reaches_every_layer():
     # Only the last block's attention can change the output if dropout were wired to it alone;
     # with one block's dropout removed the outputs must still differ from eval in training.
-    cfg = tiny(hidden_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
-               attention_dropout=0.5, num_hidden_layers=3)
+    cfg = tiny(
+        hidden_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+        attention_dropout=0.5,
+        num_hidden_layers=3,
+    )
     audio = audio_batch()
     params = init(Wav2Vec2Model(cfg), audio)
     train = encode(cfg, params, audio, deterministic=False, output_hidden_states=True)
@@ -172,8 +199,9 @@ def test_quantizer_forward_is_one_hot_and_gradient_is_soft():
     params = init(model, audio)
 
     def forward(p):
-        return model.apply(p, audio, gumbel_temperature=2.0, deterministic=False, rngs=rngs(1),
-                           method=lambda m, a, **kw: m(a, **kw))
+        return model.apply(
+            p, audio, gumbel_temperature=2.0, deterministic=False, rngs=rngs(1), method=lambda m, a, **kw: m(a, **kw)
+        )
 
     out = jax.jit(forward)(params)
     assert out.codes.shape == (2, 24, cfg.num_codevector_groups)
@@ -184,11 +212,13 @@ def test_quantizer_forward_is_one_hot_and_gradient_is_soft():
 
     q = GumbelVectorQuantizer(cfg)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, cfg.conv_dim[-1])).astype(np.float32))
-    qp = jax.jit(lambda v: q.init({"params": jax.random.key(0), "gumbel": jax.random.key(1)}, v, jnp.ones((2, 5)),
-                                  2.0, False))(x)
+    qp = jax.jit(
+        lambda v: q.init({"params": jax.random.key(0), "gumbel": jax.random.key(1)}, v, jnp.ones((2, 5)), 2.0, False)
+    )(x)
     res = jax.jit(lambda p: q.apply(p, x, jnp.ones((2, 5)), 2.0, False, rngs={"gumbel": jax.random.key(2)}))(qp)
-    book = np.asarray(nn.unbox(qp)["params"]["codevectors"]).reshape(cfg.num_codevector_groups,
-                                                                      cfg.num_codevectors_per_group, -1)
+    book = np.asarray(nn.unbox(qp)["params"]["codevectors"]).reshape(
+        cfg.num_codevector_groups, cfg.num_codevectors_per_group, -1
+    )
     codes = np.asarray(res.codes)
     expected = np.concatenate([book[g][codes[..., g]] for g in range(cfg.num_codevector_groups)], axis=-1)
     np.testing.assert_allclose(res.quantized, expected, rtol=1e-6)
@@ -214,8 +244,11 @@ def test_feature_grad_mult_scales_only_the_feature_encoder_gradient():
     get = lambda g, path: g[path[0]][path[1]][path[2]][path[3]]  # noqa: E731
     np.testing.assert_allclose(get(scaled, k), 0.1 * get(full, k), rtol=1e-4, atol=1e-9)
     assert np.abs(np.asarray(get(frozen, k))).max() == 0
-    np.testing.assert_allclose(scaled["feature_projection"]["projection"]["kernel"],
-                               full["feature_projection"]["projection"]["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(
+        scaled["feature_projection"]["projection"]["kernel"],
+        full["feature_projection"]["projection"]["kernel"],
+        rtol=1e-5,
+    )
 
 
 def test_every_parameter_has_logical_axes_with_rules():
@@ -271,8 +304,7 @@ def test_jitted_adamw_step_lowers_the_pretraining_loss():
     @jax.jit
     def step(params, opt_state):
         def loss_fn(p):
-            out = model.apply({"params": p}, audio, padding, gumbel_temperature=2.0, deterministic=False,
-                              rngs=fixed)
+            out = model.apply({"params": p}, audio, padding, gumbel_temperature=2.0, deterministic=False, rngs=fixed)
             return losses.pretraining_loss(out, cfg)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -46,8 +46,9 @@ __all__ = [
 _MASK_EMBED = r"(wav2vec2\.)?masked_spec_embed"
 
 
-def hf_to_params(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.ndarray],
-                 **overrides: Any) -> tuple[Wav2Vec2Config, str, dict, dict]:
+def hf_to_params(
+    hf_config: Mapping[str, Any], hf_state: Mapping[str, np.ndarray], **overrides: Any
+) -> tuple[Wav2Vec2Config, str, dict, dict]:
     """A HF config dict + state dict -> (our config, architecture, params, hf extras).
 
     Args:
@@ -64,8 +65,9 @@ def hf_to_params(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.ndarray
     return config, arch, params, extras
 
 
-def params_to_hf(config: Wav2Vec2Config, architecture: str, params: Any,
-                 extras: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def params_to_hf(
+    config: Wav2Vec2Config, architecture: str, params: Any, extras: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Our config + params -> (HF config dict, HF state dict of float32 numpy arrays)."""
     params = _to_numpy(params)
     hf_config = configs.config_to_hf(config, architecture, extras)
@@ -78,8 +80,13 @@ def _to_numpy(tree: Any) -> Any:
     return np.asarray(tree, dtype=np.float32)
 
 
-def hf_to_orbax(hf_folder: str | os.PathLike, out_dir: str | os.PathLike, *,
-                overrides: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+def hf_to_orbax(
+    hf_folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Converts a transformers Wav2Vec2 folder (config.json + safetensors/bin) to our checkpoint.
 
     A CTC folder's vocab.json (if present) is carried along for the way back.
@@ -93,17 +100,25 @@ def hf_to_orbax(hf_folder: str | os.PathLike, out_dir: str | os.PathLike, *,
     pre = _read_json_if_exists(os.path.join(os.fspath(hf_folder), hf_io.PREPROCESSOR))
     audio = pretrained.default_audio_settings(config)
     if pre:
-        audio = {"sampling_rate": pre.get("sampling_rate", 16000),
-                 "do_normalize": pre.get("do_normalize", audio["do_normalize"])}
+        audio = {
+            "sampling_rate": pre.get("sampling_rate", 16000),
+            "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
+        }
     if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
         vocab = None  # multi-lingual (MMS-style) nested vocab: not carried
-    return pretrained.save_pretrained(out_dir, params, config, arch, hf_extras=extras, vocab=vocab,
-                                      audio=audio, overwrite=overwrite)
+    return pretrained.save_pretrained(
+        out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
+    )
 
 
-def fairseq_to_orbax(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
-                     dict_path: str | os.PathLike | None = None,
-                     overrides: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+def fairseq_to_orbax(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dict_path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Converts a fairseq wav2vec 2.0 `.pt` (pretrained or CTC fine-tuned) to our checkpoint.
 
     Args:
@@ -117,13 +132,19 @@ def fairseq_to_orbax(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
     hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
     audio = hf_config.pop("xlsr_jax_audio")
     config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
-    return pretrained.save_pretrained(out_dir, params, config, arch, hf_extras=extras, vocab=vocab,
-                                      audio=audio, overwrite=overwrite)
+    return pretrained.save_pretrained(
+        out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
+    )
 
 
-def orbax_to_hf(ckpt_dir: str | os.PathLike, out_folder: str | os.PathLike, *,
-                vocab: Mapping[str, int] | None = None, labels: list[str] | None = None,
-                overwrite: bool = False) -> str:
+def orbax_to_hf(
+    ckpt_dir: str | os.PathLike,
+    out_folder: str | os.PathLike,
+    *,
+    vocab: Mapping[str, int] | None = None,
+    labels: list[str] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Converts our exported checkpoint to a transformers folder that `from_pretrained` loads.
 
     Writes config.json, model.safetensors and preprocessor_config.json; for CTC models also
@@ -150,16 +171,19 @@ def orbax_to_hf(ckpt_dir: str | os.PathLike, out_folder: str | os.PathLike, *,
     audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
     files: dict[str, Any] = {
         hf_io.PREPROCESSOR: hf_io.preprocessor_config(
-            audio.get("sampling_rate", 16000), audio.get("do_normalize", True),
-            return_attention_mask=loaded.config.feat_extract_norm == "layer"),
+            audio.get("sampling_rate", 16000),
+            audio.get("do_normalize", True),
+            return_attention_mask=loaded.config.feat_extract_norm == "layer",
+        ),
     }
     if loaded.architecture == "Wav2Vec2ForCTC":
         vocab = dict(vocab or loaded.vocab or {})
         if not vocab:
             raise ValueError(f"{ckpt_dir}: CTC model without a vocabulary; pass vocab= (--vocab vocab.json)")
         if len(vocab) != loaded.config.vocab_size:
-            raise ValueError(f"vocabulary has {len(vocab)} tokens but the CTC head has "
-                             f"{loaded.config.vocab_size} outputs")
+            raise ValueError(
+                f"vocabulary has {len(vocab)} tokens but the CTC head has {loaded.config.vocab_size} outputs"
+            )
         files.update(hf_io.ctc_tokenizer_files(vocab, loaded.config.pad_token_id))
     return hf_io.write_hf_folder(out_folder, hf_config, state, json_files=files, overwrite=overwrite)
 

@@ -31,8 +31,9 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog="python -m xlsr_jax.convert", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m xlsr_jax.convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -40,8 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hf-to-orbax", parents=[common], help="transformers Wav2Vec2 folder -> our checkpoint")
     h.add_argument("hf_folder", help="folder with config.json and model.safetensors / pytorch_model.bin")
     h.add_argument("out_dir", help="checkpoint directory to create")
-    h.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a Wav2Vec2Config field, e.g. scan_layers=true (repeatable)")
+    h.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a Wav2Vec2Config field, e.g. scan_layers=true (repeatable)",
+    )
 
     f = sub.add_parser("fairseq-to-orbax", parents=[common], help="fairseq wav2vec 2.0 .pt -> our checkpoint")
     f.add_argument("checkpoint", help="fairseq .pt (pretrained or CTC fine-tuned)")
@@ -62,11 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "hf-to-orbax":
-            out = convert.hf_to_orbax(args.hf_folder, args.out_dir, overrides=_parse_overrides(args.override),
-                                      overwrite=args.overwrite)
+            out = convert.hf_to_orbax(
+                args.hf_folder, args.out_dir, overrides=_parse_overrides(args.override), overwrite=args.overwrite
+            )
         elif args.command == "fairseq-to-orbax":
-            out = convert.fairseq_to_orbax(args.checkpoint, args.out_dir, dict_path=args.dict_path,
-                                           overrides=_parse_overrides(args.override), overwrite=args.overwrite)
+            out = convert.fairseq_to_orbax(
+                args.checkpoint,
+                args.out_dir,
+                dict_path=args.dict_path,
+                overrides=_parse_overrides(args.override),
+                overwrite=args.overwrite,
+            )
         else:
             vocab = None
             if args.vocab:
@@ -76,10 +88,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.labels:
                 with open(args.labels, encoding="utf-8") as fh:
                     labels = json.load(fh)
-            out = convert.orbax_to_hf(args.ckpt_dir, args.out_folder, vocab=vocab, labels=labels,
-                                      overwrite=args.overwrite)
-    except (convert.ConfigError, convert.CheckpointMismatchError, convert.UnsafeCheckpointError,
-            FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+            out = convert.orbax_to_hf(
+                args.ckpt_dir, args.out_folder, vocab=vocab, labels=labels, overwrite=args.overwrite
+            )
+    except (
+        convert.ConfigError,
+        convert.CheckpointMismatchError,
+        convert.UnsafeCheckpointError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        ImportError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(out)

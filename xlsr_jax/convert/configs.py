@@ -19,37 +19,67 @@ from typing import Any
 from xlsr_jax.models.config import Wav2Vec2Config
 
 # Architectures (HF class names) the converters handle, with the head each one carries.
-ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC",
-                 "Wav2Vec2ForSequenceClassification")
+ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
 
 # transformers 5.23 `Wav2Vec2Config` class defaults (configuration_wav2vec2.py). `save_pretrained`
 # writes only the fields that differ from these, so a `config.json` must be read against them,
 # not against our own defaults (which follow fairseq's recipes and differ, e.g. mask_time_prob).
 HF_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 32, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout": 0.1,
-    "activation_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.0,
-    "feat_quantizer_dropout": 0.0, "final_dropout": 0.1, "layerdrop": 0.1,
-    "initializer_range": 0.02, "layer_norm_eps": 1e-5, "feat_extract_norm": "group",
-    "feat_extract_activation": "gelu", "conv_dim": (512,) * 7, "conv_stride": (5, 2, 2, 2, 2, 2, 2),
-    "conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_bias": False, "num_conv_pos_embeddings": 128,
-    "num_conv_pos_embedding_groups": 16, "do_stable_layer_norm": False,
-    "apply_spec_augment": True, "mask_time_prob": 0.05, "mask_time_length": 10,
-    "mask_time_min_masks": 2, "mask_feature_prob": 0.0, "mask_feature_length": 10,
-    "mask_feature_min_masks": 0, "num_codevectors_per_group": 320, "num_codevector_groups": 2,
-    "contrastive_logits_temperature": 0.1, "num_negatives": 100, "codevector_dim": 256,
-    "proj_codevector_dim": 256, "diversity_loss_weight": 0.1, "ctc_loss_reduction": "sum",
-    "ctc_zero_infinity": False, "use_weighted_layer_sum": False, "classifier_proj_size": 256,
-    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "add_adapter": False,
-    "adapter_attn_dim": None, "num_labels": 2,
+    "vocab_size": 32,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout": 0.1,
+    "activation_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "feat_proj_dropout": 0.0,
+    "feat_quantizer_dropout": 0.0,
+    "final_dropout": 0.1,
+    "layerdrop": 0.1,
+    "initializer_range": 0.02,
+    "layer_norm_eps": 1e-5,
+    "feat_extract_norm": "group",
+    "feat_extract_activation": "gelu",
+    "conv_dim": (512,) * 7,
+    "conv_stride": (5, 2, 2, 2, 2, 2, 2),
+    "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
+    "conv_bias": False,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "do_stable_layer_norm": False,
+    "apply_spec_augment": True,
+    "mask_time_prob": 0.05,
+    "mask_time_length": 10,
+    "mask_time_min_masks": 2,
+    "mask_feature_prob": 0.0,
+    "mask_feature_length": 10,
+    "mask_feature_min_masks": 0,
+    "num_codevectors_per_group": 320,
+    "num_codevector_groups": 2,
+    "contrastive_logits_temperature": 0.1,
+    "num_negatives": 100,
+    "codevector_dim": 256,
+    "proj_codevector_dim": 256,
+    "diversity_loss_weight": 0.1,
+    "ctc_loss_reduction": "sum",
+    "ctc_zero_infinity": False,
+    "use_weighted_layer_sum": False,
+    "classifier_proj_size": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "add_adapter": False,
+    "adapter_attn_dim": None,
+    "num_labels": 2,
 }
 
 # Fields of our config that HF does not have (or, for `dtype`, has with another meaning: HF's
 # `dtype` is the torch dtype of the stored weights, ours the compute dtype). They travel in
 # config.json under this key so that Orbax -> HF -> Orbax restores the config exactly.
 OURS_ONLY_KEY = "xlsr_jax"
-OURS_ONLY_FIELDS = ("feature_penalty_weight", "feature_grad_mult", "dtype", "scan_layers",
-                    "remat", "attention_impl")
+OURS_ONLY_FIELDS = ("feature_penalty_weight", "feature_grad_mult", "dtype", "scan_layers", "remat", "attention_impl")
 
 # Activations our model implements (HF ACT2FN names).
 SUPPORTED_ACTIVATIONS = ("gelu",)
@@ -58,8 +88,15 @@ _OUR_FIELDS = tuple(f.name for f in dataclasses.fields(Wav2Vec2Config))
 HF_SHARED_FIELDS = tuple(f for f in _OUR_FIELDS if f not in OURS_ONLY_FIELDS)
 
 # HF fields that are not architecture but must survive a round trip (token ids, label names).
-HF_PASSTHROUGH_FIELDS = ("bos_token_id", "eos_token_id", "id2label", "label2id",
-                         "ctc_loss_reduction", "ctc_zero_infinity", "initializer_range")
+HF_PASSTHROUGH_FIELDS = (
+    "bos_token_id",
+    "eos_token_id",
+    "id2label",
+    "label2id",
+    "ctc_loss_reduction",
+    "ctc_zero_infinity",
+    "initializer_range",
+)
 
 
 class ConfigError(ValueError):
@@ -79,8 +116,9 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
       way back (token ids, label maps).
     """
     if hf.get("model_type", "wav2vec2") != "wav2vec2":
-        raise ConfigError(f"expected a wav2vec2 config.json (model_type 'wav2vec2'), got "
-                          f"model_type={hf.get('model_type')!r}")
+        raise ConfigError(
+            f"expected a wav2vec2 config.json (model_type 'wav2vec2'), got model_type={hf.get('model_type')!r}"
+        )
     archs = hf.get("architectures") or ["Wav2Vec2ForPreTraining"]
     arch = archs[0]
     if arch not in ARCHITECTURES:
@@ -107,8 +145,7 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
     return config, arch, extras
 
 
-def config_to_hf(config: Wav2Vec2Config, architecture: str,
-                 extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def config_to_hf(config: Wav2Vec2Config, architecture: str, extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Our config -> a complete HF `config.json` dict for `architecture`.
 
     Every HF field is written explicitly (not as a diff), so the file does not depend on the
@@ -138,18 +175,43 @@ def config_to_hf(config: Wav2Vec2Config, architecture: str,
 # fairseq `Wav2Vec2Config` defaults (fairseq/models/wav2vec/wav2vec2.py), for the fields we read;
 # used when a checkpoint's cfg/args lacks a field (older fairseq versions).
 FAIRSEQ_DEFAULTS: dict[str, Any] = {
-    "extractor_mode": "default", "encoder_layers": 12, "encoder_embed_dim": 768,
-    "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12, "activation_fn": "gelu",
-    "layer_type": "transformer", "dropout": 0.1, "attention_dropout": 0.1,
-    "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
-    "dropout_features": 0.0, "final_dim": 0, "layer_norm_first": False,
+    "extractor_mode": "default",
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "activation_fn": "gelu",
+    "layer_type": "transformer",
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "dropout_features": 0.0,
+    "final_dim": 0,
+    "layer_norm_first": False,
     "conv_feature_layers": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
-    "conv_bias": False, "logit_temp": 0.1, "quantize_targets": False, "quantize_input": False,
-    "target_glu": False, "feature_grad_mult": 1.0, "latent_vars": 320, "latent_groups": 2,
-    "latent_dim": 0, "mask_length": 10, "mask_prob": 0.65, "mask_channel_prob": 0.0,
-    "mask_channel_length": 10, "num_negatives": 100, "negatives_from_everywhere": False,
-    "cross_sample_negatives": 0, "codebook_negatives": 0, "conv_pos": 128, "conv_pos_groups": 16,
-    "pos_conv_depth": 1, "quantizer_depth": 1,
+    "conv_bias": False,
+    "logit_temp": 0.1,
+    "quantize_targets": False,
+    "quantize_input": False,
+    "target_glu": False,
+    "feature_grad_mult": 1.0,
+    "latent_vars": 320,
+    "latent_groups": 2,
+    "latent_dim": 0,
+    "mask_length": 10,
+    "mask_prob": 0.65,
+    "mask_channel_prob": 0.0,
+    "mask_channel_length": 10,
+    "num_negatives": 100,
+    "negatives_from_everywhere": False,
+    "cross_sample_negatives": 0,
+    "codebook_negatives": 0,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "pos_conv_depth": 1,
+    "quantizer_depth": 1,
 }
 
 # fairseq field -> HF field, where the meaning is the same and only the name differs.
@@ -245,7 +307,8 @@ def fairseq_model_cfg(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
         if w2v is None:
             raise ConfigError(
                 "this fine-tuned checkpoint does not embed its pretraining config (w2v_args is "
-                f"None; it points to w2v_path={model.get('w2v_path')!r}); cannot infer the architecture")
+                f"None; it points to w2v_path={model.get('w2v_path')!r}); cannot infer the architecture"
+            )
         w2v = dict(w2v)
         inner = dict(w2v.get("model") or w2v)  # hydra: {'model': {...}}; args: flat namespace
         return inner, model, True
@@ -254,8 +317,9 @@ def fairseq_model_cfg(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     return model, None, False
 
 
-def fairseq_to_hf_config(cfg: Mapping[str, Any], state_keys: set[str] | None = None,
-                         vocab_size: int | None = None) -> dict[str, Any]:
+def fairseq_to_hf_config(
+    cfg: Mapping[str, Any], state_keys: set[str] | None = None, vocab_size: int | None = None
+) -> dict[str, Any]:
     """Maps a fairseq checkpoint config to a HF-style `config.json` dict.
 
     Args:
@@ -287,8 +351,10 @@ def fairseq_to_hf_config(cfg: Mapping[str, Any], state_keys: set[str] | None = N
     if bad:
         raise ConfigError(f"fairseq model options not supported by this implementation: {bad}")
     if not is_ctc and not m["quantize_targets"]:
-        raise ConfigError("fairseq pretraining model without quantize_targets: no Gumbel quantizer "
-                          "to convert (only the quantized-target wav2vec 2.0 model is supported)")
+        raise ConfigError(
+            "fairseq pretraining model without quantize_targets: no Gumbel quantizer "
+            "to convert (only the quantized-target wav2vec 2.0 model is supported)"
+        )
     if m["extractor_mode"] not in _EXTRACTOR_MODES:
         raise ConfigError(f"unknown extractor_mode {m['extractor_mode']!r}; expected {list(_EXTRACTOR_MODES)}")
     layers = parse_conv_feature_layers(m["conv_feature_layers"])
@@ -328,12 +394,17 @@ def fairseq_to_hf_config(cfg: Mapping[str, Any], state_keys: set[str] | None = N
 
 def _check_fairseq_keys_match(hf: dict, m: dict, keys: set[str], is_ctc: bool) -> None:
     prefix = "w2v_encoder.w2v_model." if is_ctc else ""
-    n_layers = 1 + max((int(k[len(prefix):].split(".")[2]) for k in keys
-                        if k.startswith(prefix + "encoder.layers.")), default=-1)
+    n_layers = 1 + max(
+        (int(k[len(prefix) :].split(".")[2]) for k in keys if k.startswith(prefix + "encoder.layers.")), default=-1
+    )
     if n_layers != hf["num_hidden_layers"]:
-        raise ConfigError(f"config says {hf['num_hidden_layers']} Transformer layers but the "
-                          f"state dict has {n_layers} (keys {prefix}encoder.layers.N.*)")
-    n_conv = 1 + max((int(k[len(prefix):].split(".")[2]) for k in keys
-                      if k.startswith(prefix + "feature_extractor.conv_layers.")), default=-1)
+        raise ConfigError(
+            f"config says {hf['num_hidden_layers']} Transformer layers but the "
+            f"state dict has {n_layers} (keys {prefix}encoder.layers.N.*)"
+        )
+    n_conv = 1 + max(
+        (int(k[len(prefix) :].split(".")[2]) for k in keys if k.startswith(prefix + "feature_extractor.conv_layers.")),
+        default=-1,
+    )
     if n_conv != len(hf["conv_dim"]):
         raise ConfigError(f"config says {len(hf['conv_dim'])} conv layers but the state dict has {n_conv}")

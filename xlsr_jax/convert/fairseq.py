@@ -58,12 +58,14 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(args, Mapping):
         # Old checkpoints: one flat namespace holds model and criterion fields alike.
         return {"model": args, "criterion": args}
-    raise configs.ConfigError("fairseq checkpoint has neither `cfg` (with a `model` section) nor `args`; "
-                              f"top-level keys: {sorted(ckpt)}")
+    raise configs.ConfigError(
+        f"fairseq checkpoint has neither `cfg` (with a `model` section) nor `args`; top-level keys: {sorted(ckpt)}"
+    )
 
 
-def fairseq_state_to_hf(state: Mapping[str, np.ndarray], is_ctc: bool, hf_config: Mapping[str, Any]
-                        ) -> dict[str, np.ndarray]:
+def fairseq_state_to_hf(
+    state: Mapping[str, np.ndarray], is_ctc: bool, hf_config: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """Renames a fairseq state dict to HF keys (values unchanged).
 
     Raises:
@@ -74,7 +76,7 @@ def fairseq_state_to_hf(state: Mapping[str, np.ndarray], is_ctc: bool, hf_config
     for key, value in state.items():
         if is_ctc:
             if key.startswith(tables.FAIRSEQ_CTC_PREFIX):
-                inner = key[len(tables.FAIRSEQ_CTC_PREFIX):]
+                inner = key[len(tables.FAIRSEQ_CTC_PREFIX) :]
                 if _PRETRAINING_ONLY.fullmatch(inner):
                     continue
                 new = tables.rename_by_table(inner, tables.FAIRSEQ_TO_HF)
@@ -87,23 +89,24 @@ def fairseq_state_to_hf(state: Mapping[str, np.ndarray], is_ctc: bool, hf_config
         else:
             out[new] = value
     if unknown:
-        raise CheckpointMismatchError(f"fairseq keys with no known HF counterpart ({len(unknown)}): "
-                                      f"{', '.join(sorted(unknown)[:20])}")
+        raise CheckpointMismatchError(
+            f"fairseq keys with no known HF counterpart ({len(unknown)}): {', '.join(sorted(unknown)[:20])}"
+        )
     # fairseq omits post_extract_proj when the conv width already equals the model width; HF
     # always has the projection, so it becomes an exact identity.
     proj = "wav2vec2.feature_projection.projection"
     if proj + ".weight" not in out:
         width = hf_config["conv_dim"][-1]
         if width != hf_config["hidden_size"]:
-            raise CheckpointMismatchError(f"missing post_extract_proj although conv width {width} != "
-                                          f"hidden size {hf_config['hidden_size']}")
+            raise CheckpointMismatchError(
+                f"missing post_extract_proj although conv width {width} != hidden size {hf_config['hidden_size']}"
+            )
         out[proj + ".weight"] = np.eye(width, dtype=np.float32)
         out[proj + ".bias"] = np.zeros(width, np.float32)
     return out
 
 
-def hf_state_to_fairseq(state: Mapping[str, np.ndarray], feat_extract_norm: str, ctc: bool
-                        ) -> dict[str, np.ndarray]:
+def hf_state_to_fairseq(state: Mapping[str, np.ndarray], feat_extract_norm: str, ctc: bool) -> dict[str, np.ndarray]:
     """HF keys -> fairseq keys (the inverse table), e.g. to build fairseq-layout test files."""
     out = {}
     for key, value in state.items():
@@ -125,8 +128,9 @@ def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"sampling_rate": int(task.get("sample_rate", 16000) or 16000), "do_normalize": bool(normalize)}
 
 
-def read_fairseq_checkpoint(path: str | os.PathLike, dict_path: str | os.PathLike | None = None
-                            ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, int] | None]:
+def read_fairseq_checkpoint(
+    path: str | os.PathLike, dict_path: str | os.PathLike | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, int] | None]:
     """Loads a fairseq `.pt` safely and returns (HF config dict, HF-named float32 state, vocab).
 
     The HF config carries the task's audio conventions under "xlsr_jax_audio".
@@ -157,6 +161,8 @@ def read_fairseq_checkpoint(path: str | os.PathLike, dict_path: str | os.PathLik
     if dict_path is not None:
         vocab = read_fairseq_dictionary(dict_path)
         if is_ctc and len(vocab) != vocab_size:
-            raise CheckpointMismatchError(f"{dict_path} gives {len(vocab)} symbols (with the 4 specials) "
-                                          f"but the CTC layer has {vocab_size} outputs")
+            raise CheckpointMismatchError(
+                f"{dict_path} gives {len(vocab)} symbols (with the 4 specials) "
+                f"but the CTC layer has {vocab_size} outputs"
+            )
     return hf_config, hf_state, vocab

@@ -27,8 +27,10 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
     """Parses `folder/config.json`, with a clear error when it is absent."""
     path = os.path.join(os.fspath(folder), CONFIG)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder!s}: no {CONFIG}; expected a transformers Wav2Vec2 model folder "
-                                f"({CONFIG} + {SAFETENSORS} or {TORCH_BIN})")
+        raise FileNotFoundError(
+            f"{folder!s}: no {CONFIG}; expected a transformers Wav2Vec2 model folder "
+            f"({CONFIG} + {SAFETENSORS} or {TORCH_BIN})"
+        )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -59,8 +61,9 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
         with open(os.path.join(folder, TORCH_BIN_INDEX), encoding="utf-8") as f:
             files = sorted(set(json.load(f)["weight_map"].values()))
     else:
-        raise FileNotFoundError(f"{folder}: no weights; expected {SAFETENSORS}, {SAFETENSORS_INDEX}, "
-                                f"{TORCH_BIN} or {TORCH_BIN_INDEX}")
+        raise FileNotFoundError(
+            f"{folder}: no weights; expected {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN} or {TORCH_BIN_INDEX}"
+        )
     state: dict[str, np.ndarray] = {}
     for name in files:
         path = os.path.join(folder, name)
@@ -82,8 +85,9 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     return state
 
 
-def preprocessor_config(sampling_rate: int = 16000, do_normalize: bool = True,
-                        return_attention_mask: bool = True) -> dict[str, Any]:
+def preprocessor_config(
+    sampling_rate: int = 16000, do_normalize: bool = True, return_attention_mask: bool = True
+) -> dict[str, Any]:
     """`preprocessor_config.json` for `Wav2Vec2FeatureExtractor`.
 
     HF's convention: models with the group-norm extractor are run without an attention mask
@@ -138,8 +142,14 @@ def ctc_tokenizer_files(vocab: Mapping[str, int], pad_token_id: int) -> dict[str
     }
 
 
-def write_hf_folder(out: str | os.PathLike, config: Mapping[str, Any], state: Mapping[str, np.ndarray],
-                    *, json_files: Mapping[str, Any] | None = None, overwrite: bool = False) -> str:
+def write_hf_folder(
+    out: str | os.PathLike,
+    config: Mapping[str, Any],
+    state: Mapping[str, np.ndarray],
+    *,
+    json_files: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Writes config.json + model.safetensors (+ other JSON files) atomically, without torch.
 
     Args:

@@ -34,17 +34,21 @@ def normalize_hf_keys(state: Mapping[str, np.ndarray], architecture: str) -> dic
         out[key] = value
     has_prefix = any(k.startswith("wav2vec2.") for k in out)
     if architecture == "Wav2Vec2Model" and has_prefix:
-        out = {k[len("wav2vec2."):]: v for k, v in out.items() if k.startswith("wav2vec2.")}
+        out = {k[len("wav2vec2.") :]: v for k, v in out.items() if k.startswith("wav2vec2.")}
     elif architecture != "Wav2Vec2Model" and not has_prefix:
-        heads = ("quantizer.", "project_hid.", "project_q.", "lm_head.", "projector.", "classifier.",
-                 "layer_weights")
+        heads = ("quantizer.", "project_hid.", "project_q.", "lm_head.", "projector.", "classifier.", "layer_weights")
         out = {(k if k.startswith(heads) else "wav2vec2." + k): v for k, v in out.items()}
     return out
 
 
-def hf_state_to_params(state: Mapping[str, np.ndarray], config: Wav2Vec2Config,
-                       architecture: str, *, allow_missing: tuple[str, ...] = (),
-                       ignore_unexpected: tuple[str, ...] = ()) -> dict[str, Any]:
+def hf_state_to_params(
+    state: Mapping[str, np.ndarray],
+    config: Wav2Vec2Config,
+    architecture: str,
+    *,
+    allow_missing: tuple[str, ...] = (),
+    ignore_unexpected: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Converts a HF Wav2Vec2 state dict to our nested parameter dict (float32 numpy).
 
     Args:
@@ -63,10 +67,12 @@ def hf_state_to_params(state: Mapping[str, np.ndarray], config: Wav2Vec2Config,
     rules = tables.hf_param_table(config, architecture)
     expected = {r.hf for r in rules}
     missing = [k for k in expected - set(state) if not any(re.fullmatch(p, k) for p in allow_missing)]
-    unexpected = [k for k in set(state) - expected
-                  if not any(re.fullmatch(p, k) for p in ignore_unexpected)]
-    bad_shape = [f"{r.hf}: checkpoint {tuple(np.shape(state[r.hf]))} vs config {r.hf_shape}"
-                 for r in rules if r.hf in state and tuple(np.shape(state[r.hf])) != r.hf_shape]
+    unexpected = [k for k in set(state) - expected if not any(re.fullmatch(p, k) for p in ignore_unexpected)]
+    bad_shape = [
+        f"{r.hf}: checkpoint {tuple(np.shape(state[r.hf]))} vs config {r.hf_shape}"
+        for r in rules
+        if r.hf in state and tuple(np.shape(state[r.hf])) != r.hf_shape
+    ]
     if missing or unexpected or bad_shape:
         parts = []
         if missing:
@@ -76,7 +82,8 @@ def hf_state_to_params(state: Mapping[str, np.ndarray], config: Wav2Vec2Config,
         if bad_shape:
             parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
         raise CheckpointMismatchError(
-            f"checkpoint does not match the {architecture} described by its config: " + "; ".join(parts))
+            f"checkpoint does not match the {architecture} described by its config: " + "; ".join(parts)
+        )
 
     params: dict[str, Any] = {}
     stacked: dict[tuple[str, ...], list] = {}
@@ -94,8 +101,7 @@ def hf_state_to_params(state: Mapping[str, np.ndarray], config: Wav2Vec2Config,
     return params
 
 
-def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config,
-                       architecture: str) -> dict[str, np.ndarray]:
+def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config, architecture: str) -> dict[str, np.ndarray]:
     """Converts our parameter tree to a HF state dict (float32 numpy, contiguous).
 
     Raises:
@@ -112,8 +118,11 @@ def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config,
     bad_shape = []
     for r in rules:
         if r.ours in flat:
-            want = ((config.num_hidden_layers,) + r.ours_shape) if (config.scan_layers and r.layer is not None) \
+            want = (
+                ((config.num_hidden_layers,) + r.ours_shape)
+                if (config.scan_layers and r.layer is not None)
                 else r.ours_shape
+            )
             got = tuple(np.shape(flat[r.ours]))
             if got != want:
                 bad_shape.append(f"{'/'.join(r.ours)}: params {got} vs config {want}")
@@ -126,7 +135,8 @@ def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config,
         if bad_shape:
             parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
         raise CheckpointMismatchError(
-            f"parameters do not match the {architecture} described by the config: " + "; ".join(parts))
+            f"parameters do not match the {architecture} described by the config: " + "; ".join(parts)
+        )
     state = {}
     for r in rules:
         value = np.asarray(flat[r.ours], dtype=np.float32)

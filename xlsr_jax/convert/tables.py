@@ -35,25 +35,32 @@ from xlsr_jax.models.config import Wav2Vec2Config
 # `nn.utils.weight_norm` saves weight_g/weight_v; newer torch saves parametrizations.
 _W2V = "wav2vec2."
 FAIRSEQ_TO_HF: tuple[tuple[str, str], ...] = (
-    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)",
-     _W2V + "feature_extractor.conv_layers.{0}.conv.{1}"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", _W2V + "feature_extractor.conv_layers.{0}.conv.{1}"),
     # extractor_mode=default: Sequential(conv, dropout, Fp32GroupNorm, GELU) on layer 0.
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)",
-     _W2V + "feature_extractor.conv_layers.{0}.layer_norm.{1}"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)",
+        _W2V + "feature_extractor.conv_layers.{0}.layer_norm.{1}",
+    ),
     # extractor_mode=layer_norm: Sequential(conv, dropout, Sequential(T, Fp32LayerNorm, T), GELU).
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)",
-     _W2V + "feature_extractor.conv_layers.{0}.layer_norm.{1}"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)",
+        _W2V + "feature_extractor.conv_layers.{0}.layer_norm.{1}",
+    ),
     (r"layer_norm\.(weight|bias)", _W2V + "feature_projection.layer_norm.{0}"),
     (r"post_extract_proj\.(weight|bias)", _W2V + "feature_projection.projection.{0}"),
     (r"mask_emb", _W2V + "masked_spec_embed"),
     (r"encoder\.pos_conv\.0\.weight_g", _W2V + "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
     (r"encoder\.pos_conv\.0\.weight_v", _W2V + "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
-    (r"encoder\.pos_conv\.0\.parametrizations\.weight\.original([01])",
-     _W2V + "encoder.pos_conv_embed.conv.parametrizations.weight.original{0}"),
+    (
+        r"encoder\.pos_conv\.0\.parametrizations\.weight\.original([01])",
+        _W2V + "encoder.pos_conv_embed.conv.parametrizations.weight.original{0}",
+    ),
     (r"encoder\.pos_conv\.0\.bias", _W2V + "encoder.pos_conv_embed.conv.bias"),
     (r"encoder\.layer_norm\.(weight|bias)", _W2V + "encoder.layer_norm.{0}"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
-     _W2V + "encoder.layers.{0}.attention.{1}_proj.{2}"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
+        _W2V + "encoder.layers.{0}.attention.{1}_proj.{2}",
+    ),
     (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", _W2V + "encoder.layers.{0}.layer_norm.{1}"),
     (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", _W2V + "encoder.layers.{0}.feed_forward.intermediate_dense.{1}"),
     (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", _W2V + "encoder.layers.{0}.feed_forward.output_dense.{1}"),
@@ -69,7 +76,10 @@ FAIRSEQ_CTC_HEAD: tuple[tuple[str, str], ...] = ((r"w2v_encoder\.proj\.(weight|b
 # HF -> fairseq, for writing fairseq-layout state dicts (tests) and for error messages. Written
 # as the inverse table explicitly rather than inverted from the regexes.
 HF_TO_FAIRSEQ: tuple[tuple[str, str], ...] = (
-    (r"wav2vec2\.feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", "feature_extractor.conv_layers.{0}.0.{1}"),
+    (
+        r"wav2vec2\.feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)",
+        "feature_extractor.conv_layers.{0}.0.{1}",
+    ),
     (r"wav2vec2\.feature_projection\.layer_norm\.(weight|bias)", "layer_norm.{0}"),
     (r"wav2vec2\.feature_projection\.projection\.(weight|bias)", "post_extract_proj.{0}"),
     (r"wav2vec2\.masked_spec_embed", "mask_emb"),
@@ -77,10 +87,15 @@ HF_TO_FAIRSEQ: tuple[tuple[str, str], ...] = (
     (r"wav2vec2\.encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", "encoder.pos_conv.0.weight_v"),
     (r"wav2vec2\.encoder\.pos_conv_embed\.conv\.bias", "encoder.pos_conv.0.bias"),
     (r"wav2vec2\.encoder\.layer_norm\.(weight|bias)", "encoder.layer_norm.{0}"),
-    (r"wav2vec2\.encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
-     "encoder.layers.{0}.self_attn.{1}_proj.{2}"),
+    (
+        r"wav2vec2\.encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
+        "encoder.layers.{0}.self_attn.{1}_proj.{2}",
+    ),
     (r"wav2vec2\.encoder\.layers\.(\d+)\.layer_norm\.(weight|bias)", "encoder.layers.{0}.self_attn_layer_norm.{1}"),
-    (r"wav2vec2\.encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)", "encoder.layers.{0}.fc1.{1}"),
+    (
+        r"wav2vec2\.encoder\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
+        "encoder.layers.{0}.fc1.{1}",
+    ),
     (r"wav2vec2\.encoder\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", "encoder.layers.{0}.fc2.{1}"),
     (r"wav2vec2\.encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", "encoder.layers.{0}.final_layer_norm.{1}"),
     (r"quantizer\.codevectors", "quantizer.vars"),
@@ -214,8 +229,16 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
     def add(hf, ours, hf_shape, ours_shape, transform, layer=None, base=True):
         prefix_hf = "wav2vec2." if base and architecture != "Wav2Vec2Model" else ""
         prefix_ours = ("wav2vec2",) if base and architecture != "Wav2Vec2Model" else ()
-        rules.append(ParamRule(prefix_hf + hf, prefix_ours + tuple(ours.split("/")),
-                               tuple(hf_shape), tuple(ours_shape), transform, layer))
+        rules.append(
+            ParamRule(
+                prefix_hf + hf,
+                prefix_ours + tuple(ours.split("/")),
+                tuple(hf_shape),
+                tuple(ours_shape),
+                transform,
+                layer,
+            )
+        )
 
     def linear(hf, ours, n_in, n_out, base=True, layer=None):
         add(hf + ".weight", ours + "/kernel", (n_out, n_in), (n_in, n_out), _linear(), layer, base)
@@ -239,22 +262,31 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
     if c.mask_time_prob > 0 or c.mask_feature_prob > 0:
         add("masked_spec_embed", "masked_spec_embed", (E,), (E,), _ident())
     pc = "encoder.pos_conv_embed.conv"
-    add(pc + ".parametrizations.weight.original0", "encoder/pos_conv_embed/weight_g",
-        (1, 1, P), (P,), _weight_g())
-    add(pc + ".parametrizations.weight.original1", "encoder/pos_conv_embed/weight_v",
-        (E, pg, P), (P, pg, E), _conv())
+    add(pc + ".parametrizations.weight.original0", "encoder/pos_conv_embed/weight_g", (1, 1, P), (P,), _weight_g())
+    add(pc + ".parametrizations.weight.original1", "encoder/pos_conv_embed/weight_v", (E, pg, P), (P, pg, E), _conv())
     add(pc + ".bias", "encoder/pos_conv_embed/bias", (E,), (E,), _ident())
     norm("encoder.layer_norm", "encoder/layer_norm", E)
     for i in range(c.num_hidden_layers):
         hf_l = f"encoder.layers.{i}"
         our_l = "encoder/layers" if c.scan_layers else f"encoder/layers_{i}"
         for name in ("q_proj", "k_proj", "v_proj"):
-            add(f"{hf_l}.attention.{name}.weight", f"{our_l}/attention/{name}/kernel", (E, E), (E, H, D),
-                _qkv_kernel(H, D), i)
-            add(f"{hf_l}.attention.{name}.bias", f"{our_l}/attention/{name}/bias", (E,), (H, D),
-                _qkv_bias(H, D), i)
-        add(f"{hf_l}.attention.out_proj.weight", f"{our_l}/attention/out_proj/kernel", (E, E), (H, D, E),
-            _out_kernel(H, D), i)
+            add(
+                f"{hf_l}.attention.{name}.weight",
+                f"{our_l}/attention/{name}/kernel",
+                (E, E),
+                (E, H, D),
+                _qkv_kernel(H, D),
+                i,
+            )
+            add(f"{hf_l}.attention.{name}.bias", f"{our_l}/attention/{name}/bias", (E,), (H, D), _qkv_bias(H, D), i)
+        add(
+            f"{hf_l}.attention.out_proj.weight",
+            f"{our_l}/attention/out_proj/kernel",
+            (E, E),
+            (H, D, E),
+            _out_kernel(H, D),
+            i,
+        )
         add(f"{hf_l}.attention.out_proj.bias", f"{our_l}/attention/out_proj/bias", (E,), (E,), _ident(), i)
         norm(f"{hf_l}.layer_norm", f"{our_l}/layer_norm", E, layer=i)
         linear(f"{hf_l}.feed_forward.intermediate_dense", f"{our_l}/feed_forward/intermediate_dense", E, F, layer=i)
@@ -263,8 +295,14 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
 
     if architecture == "Wav2Vec2ForPreTraining":
         G, V, cd = c.num_codevector_groups, c.num_codevectors_per_group, c.codevector_dim
-        add("quantizer.codevectors", "quantizer/codevectors", (1, G * V, cd // G), (G * V, cd // G),
-            _codevectors(), base=False)
+        add(
+            "quantizer.codevectors",
+            "quantizer/codevectors",
+            (1, G * V, cd // G),
+            (G * V, cd // G),
+            _codevectors(),
+            base=False,
+        )
         linear("quantizer.weight_proj", "quantizer/weight_proj", C, G * V, base=False)
         linear("project_hid", "project_hid", E, c.proj_codevector_dim, base=False)
         linear("project_q", "project_q", cd, c.proj_codevector_dim, base=False)

@@ -96,7 +96,8 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     if refused:
         raise UnsafeCheckpointError(
             f"{path}: refusing to load; it pickles globals outside the allowlist: {refused}. Only "
-            "tensors, containers, argparse.Namespace and fairseq/omegaconf config records are accepted.")
+            "tensors, containers, argparse.Namespace and fairseq/omegaconf config records are accepted."
+        )
     for _ in range(64):
         try:
             with torch.serialization.safe_globals(allowed):
@@ -108,7 +109,8 @@ def load_torch_file(path: str | os.PathLike) -> Any:
             more, refused = _allowlist([name])
             if refused:
                 raise UnsafeCheckpointError(
-                    f"{path}: refusing to load; it pickles a global outside the allowlist: {name}") from None
+                    f"{path}: refusing to load; it pickles a global outside the allowlist: {name}"
+                ) from None
             allowed += more
     raise UnsafeCheckpointError(f"{path}: too many distinct globals")
 

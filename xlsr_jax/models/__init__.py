@@ -15,8 +15,19 @@ from xlsr_jax.models.wav2vec2 import (
 )
 
 __all__ = [
-    "PRESET_NAMES", "PUBLISHED_PARAMETERS", "Wav2Vec2Config", "get_preset", "FeatureEncoder",
-    "GumbelVectorQuantizer", "Encoder", "PositionalConvEmbedding", "PretrainingOutput",
-    "Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining", "Wav2Vec2ForSequenceClassification",
-    "Wav2Vec2Model", "Wav2Vec2Output", "contrastive_logits",
+    "PRESET_NAMES",
+    "PUBLISHED_PARAMETERS",
+    "Wav2Vec2Config",
+    "get_preset",
+    "FeatureEncoder",
+    "GumbelVectorQuantizer",
+    "Encoder",
+    "PositionalConvEmbedding",
+    "PretrainingOutput",
+    "Wav2Vec2ForCTC",
+    "Wav2Vec2ForPreTraining",
+    "Wav2Vec2ForSequenceClassification",
+    "Wav2Vec2Model",
+    "Wav2Vec2Output",
+    "contrastive_logits",
 ]

@@ -180,11 +180,17 @@ def _presets() -> dict[str, Wav2Vec2Config]:
         "large": _large(),
         # XLS-R 1B (965M) and 2B (2162M): Babu et al. 2021, Table 1; codevectors of width 1024.
         "xls_r_1b": _large(
-            hidden_size=1280, num_hidden_layers=48, intermediate_size=5120, codevector_dim=1024,
+            hidden_size=1280,
+            num_hidden_layers=48,
+            intermediate_size=5120,
+            codevector_dim=1024,
             proj_codevector_dim=1024,
         ),
         "xls_r_2b": _large(
-            hidden_size=1920, num_hidden_layers=48, intermediate_size=7680, codevector_dim=1024,
+            hidden_size=1920,
+            num_hidden_layers=48,
+            intermediate_size=7680,
+            codevector_dim=1024,
             proj_codevector_dim=1024,
         ),
         # For tests and the demo: same structure (XLS-R flags), small enough for a CPU in seconds.

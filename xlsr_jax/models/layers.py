@@ -75,10 +75,8 @@ class Dense(nn.Module):
         if self.use_bias:
             fan_in = int(np.prod(in_shape))
             bias_init = self.bias_init or torch_default_bias_init(fan_in)
-            out_axes = self.kernel_axes[len(axis):]
-            bias = self.param(
-                "bias", nn.with_logical_partitioning(bias_init, out_axes), features, jnp.float32
-            )
+            out_axes = self.kernel_axes[len(axis) :]
+            bias = self.param("bias", nn.with_logical_partitioning(bias_init, out_axes), features, jnp.float32)
             y = y + bias.astype(self.dtype)
         return y
 
@@ -97,10 +95,12 @@ class Fp32Norm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (shd.NORM,)),
-                           (features,), jnp.float32)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (shd.NORM,)),
-                          (features,), jnp.float32)
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, (shd.NORM,)), (features,), jnp.float32
+        )
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, (shd.NORM,)), (features,), jnp.float32
+        )
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=self.axis, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=self.axis, keepdims=True)

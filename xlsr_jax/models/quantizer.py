@@ -52,8 +52,9 @@ class GumbelVectorQuantizer(nn.Module):
     config: Wav2Vec2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, weights: jax.Array, temperature: jax.Array,
-                 deterministic: bool) -> QuantizerOutput:
+    def __call__(
+        self, x: jax.Array, weights: jax.Array, temperature: jax.Array, deterministic: bool
+    ) -> QuantizerOutput:
         """x: [batch, frames, dim]; weights: [batch, frames], frames counted in the perplexities.
 
         In training (deterministic=False) entries are drawn with hard Gumbel noise from the
@@ -68,9 +69,14 @@ class GumbelVectorQuantizer(nn.Module):
             (groups * entries, cfg.codevector_dim // groups),
             jnp.float32,
         )
-        logits = Dense(groups * entries, (shd.CONV_OUT, shd.CODEVECTORS), dtype=jnp.float32,
-                       kernel_init=nn.initializers.normal(1.0), bias_init=nn.initializers.zeros,
-                       name="weight_proj")(x.astype(jnp.float32))
+        logits = Dense(
+            groups * entries,
+            (shd.CONV_OUT, shd.CODEVECTORS),
+            dtype=jnp.float32,
+            kernel_init=nn.initializers.normal(1.0),
+            bias_init=nn.initializers.zeros,
+            name="weight_proj",
+        )(x.astype(jnp.float32))
         logits = logits.reshape(batch * frames, groups, entries)  # float32 throughout, as fairseq
 
         codes = jnp.argmax(logits, axis=-1)  # [batch*frames, groups]

@@ -24,8 +24,14 @@ _zeros = nn.initializers.zeros
 
 def _grouped_conv(x: jax.Array, kernel: jax.Array, pad: int, groups: int) -> jax.Array:
     """Stride-1 grouped conv over time: x [batch, time, channels], kernel [width, in/groups, out]."""
-    return jax.lax.conv_general_dilated(x, kernel, window_strides=(1,), padding=[(pad, pad)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1,),
+        padding=[(pad, pad)],
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=groups,
+    )
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -84,12 +90,19 @@ class PositionalConvEmbedding(nn.Module):
         # expected norm of a tap, so the effective weight starts like fairseq's.
         std = (4.0 / (width * hidden)) ** 0.5
         axes = (shd.CONV_WIDTH, shd.CONV_IN, shd.CONV_OUT)
-        weight_v = self.param("weight_v", nn.with_logical_partitioning(nn.initializers.normal(std), axes),
-                              (width, hidden // groups, hidden), jnp.float32)
+        weight_v = self.param(
+            "weight_v",
+            nn.with_logical_partitioning(nn.initializers.normal(std), axes),
+            (width, hidden // groups, hidden),
+            jnp.float32,
+        )
         tap_norm = std * (hidden // groups * hidden) ** 0.5
-        weight_g = self.param("weight_g",
-                              nn.with_logical_partitioning(nn.initializers.constant(tap_norm), (shd.CONV_WIDTH,)),
-                              (width,), jnp.float32)
+        weight_g = self.param(
+            "weight_g",
+            nn.with_logical_partitioning(nn.initializers.constant(tap_norm), (shd.CONV_WIDTH,)),
+            (width,),
+            jnp.float32,
+        )
         bias = self.param("bias", nn.with_logical_partitioning(_zeros, (shd.CONV_OUT,)), (hidden,), jnp.float32)
         norm = jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2), keepdims=True))
         kernel = weight_g[:, None, None] * weight_v / norm
@@ -114,14 +127,20 @@ class SelfAttention(nn.Module):
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
 
         def proj(name):
-            return Dense((heads, head_dim), (shd.EMBED, shd.HEADS, shd.KV), dtype=dtype,
-                         kernel_init=_bert_init, bias_init=_zeros, name=name)(x)
+            return Dense(
+                (heads, head_dim),
+                (shd.EMBED, shd.HEADS, shd.KV),
+                dtype=dtype,
+                kernel_init=_bert_init,
+                bias_init=_zeros,
+                name=name,
+            )(x)
 
         q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")  # [batch, time, heads, head_dim]
         q = nn.with_logical_constraint(q, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
         k = nn.with_logical_constraint(k, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
         v = nn.with_logical_constraint(v, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
-        scale = head_dim ** -0.5
+        scale = head_dim**-0.5
         # keep[b, 1, 1, s]: attend to key s of utterance b.
         keep = None if padding_mask is None else ~padding_mask[:, None, None, :]
         use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
@@ -138,8 +157,15 @@ class SelfAttention(nn.Module):
             impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
             out = jax.nn.dot_product_attention(q, k, v, mask=keep, scale=scale, implementation=impl)
         out = nn.with_logical_constraint(out, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
-        return Dense(cfg.hidden_size, (shd.HEADS, shd.KV, shd.EMBED), axis=(-2, -1), dtype=dtype,
-                     kernel_init=_bert_init, bias_init=_zeros, name="out_proj")(out)
+        return Dense(
+            cfg.hidden_size,
+            (shd.HEADS, shd.KV, shd.EMBED),
+            axis=(-2, -1),
+            dtype=dtype,
+            kernel_init=_bert_init,
+            bias_init=_zeros,
+            name="out_proj",
+        )(out)
 
 
 class FeedForward(nn.Module):
@@ -152,13 +178,25 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         dtype = cfg.compute_dtype
-        h = Dense(cfg.intermediate_size, (shd.EMBED, shd.MLP), dtype=dtype, kernel_init=_bert_init,
-                  bias_init=_zeros, name="intermediate_dense")(x)
+        h = Dense(
+            cfg.intermediate_size,
+            (shd.EMBED, shd.MLP),
+            dtype=dtype,
+            kernel_init=_bert_init,
+            bias_init=_zeros,
+            name="intermediate_dense",
+        )(x)
         h = activation(cfg.hidden_act)(h)
         h = nn.with_logical_constraint(h, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_MLP))
         h = dropout(self, cfg.activation_dropout, h, self.deterministic)
-        h = Dense(cfg.hidden_size, (shd.MLP, shd.EMBED), dtype=dtype, kernel_init=_bert_init,
-                  bias_init=_zeros, name="output_dense")(h)
+        h = Dense(
+            cfg.hidden_size,
+            (shd.MLP, shd.EMBED),
+            dtype=dtype,
+            kernel_init=_bert_init,
+            bias_init=_zeros,
+            name="output_dense",
+        )(h)
         return dropout(self, cfg.hidden_dropout, h, self.deterministic)
 
 
@@ -211,8 +249,9 @@ class Encoder(nn.Module):
     config: Wav2Vec2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, padding_mask: jax.Array | None, deterministic: bool,
-                 output_hidden_states: bool = False):
+    def __call__(
+        self, x: jax.Array, padding_mask: jax.Array | None, deterministic: bool, output_hidden_states: bool = False
+    ):
         """x: [batch, frames, hidden]; padding_mask: [batch, frames] (True = padding).
 
         Returns (last_hidden_state, hidden_states) where hidden_states is a tuple of

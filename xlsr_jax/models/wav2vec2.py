@@ -39,8 +39,9 @@ class PretrainingOutput(NamedTuple):
     num_codevectors: int  # G x V (static)
 
 
-def frame_padding_mask(config: Wav2Vec2Config, padding_mask: jax.Array | None, num_frames: int,
-                       batch: int) -> jax.Array:
+def frame_padding_mask(
+    config: Wav2Vec2Config, padding_mask: jax.Array | None, num_frames: int, batch: int
+) -> jax.Array:
     """Frame-level padding mask from a sample-level one (fairseq's output-length rule)."""
     if padding_mask is None:
         return jnp.zeros((batch, num_frames), bool)
@@ -58,8 +59,7 @@ class FeatureProjection(nn.Module):
     def __call__(self, features: jax.Array, deterministic: bool):
         cfg = self.config
         normed = LayerNorm(cfg.layer_norm_eps, cfg.compute_dtype, name="layer_norm")(features)
-        hidden = Dense(cfg.hidden_size, (shd.CONV_OUT, shd.EMBED), dtype=cfg.compute_dtype,
-                       name="projection")(normed)
+        hidden = Dense(cfg.hidden_size, (shd.CONV_OUT, shd.EMBED), dtype=cfg.compute_dtype, name="projection")(normed)
         hidden = dropout(self, cfg.feat_proj_dropout, hidden, deterministic)
         return hidden, normed
 
@@ -109,23 +109,30 @@ class Wav2Vec2Model(nn.Module):
         if mask_time_indices is None and mask_time and (cfg.mask_time_prob > 0 or cfg.mask_time_min_masks > 0):
             lengths = jnp.sum(~frame_padding, axis=1)
             mask_time_indices = masking.compute_span_mask(
-                self.make_rng("mask"), (batch, frames), lengths, cfg.mask_time_prob,
-                cfg.mask_time_length, cfg.mask_time_min_masks, require_same_masks=True,
+                self.make_rng("mask"),
+                (batch, frames),
+                lengths,
+                cfg.mask_time_prob,
+                cfg.mask_time_length,
+                cfg.mask_time_min_masks,
+                require_same_masks=True,
             )
         if mask_time_indices is not None:
             mask_time_indices = mask_time_indices & ~frame_padding
             hidden = jnp.where(mask_time_indices[..., None], masked_spec_embed.astype(hidden.dtype), hidden)
         if not deterministic and cfg.mask_feature_prob > 0:
             channel_mask = masking.compute_channel_mask(
-                self.make_rng("mask"), batch, cfg.hidden_size, cfg.mask_feature_prob,
-                cfg.mask_feature_length, cfg.mask_feature_min_masks,
+                self.make_rng("mask"),
+                batch,
+                cfg.hidden_size,
+                cfg.mask_feature_prob,
+                cfg.mask_feature_length,
+                cfg.mask_feature_min_masks,
             )
             hidden = jnp.where(channel_mask[:, None, :], 0, hidden)
 
-        last, hidden_states = Encoder(cfg, name="encoder")(hidden, frame_padding, deterministic,
-                                                            output_hidden_states)
-        return Wav2Vec2Output(last, extract_features, frame_padding, mask_time_indices,
-                              feature_penalty, hidden_states)
+        last, hidden_states = Encoder(cfg, name="encoder")(hidden, frame_padding, deterministic, output_hidden_states)
+        return Wav2Vec2Output(last, extract_features, frame_padding, mask_time_indices, feature_penalty, hidden_states)
 
 
 def contrastive_logits(
@@ -150,6 +157,7 @@ def contrastive_logits(
     Returns:
       float32 [batch, frames, 1 + K].
     """
+
     def unit(v):
         v = v.astype(jnp.float32)
         return v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
@@ -196,16 +204,26 @@ class Wav2Vec2ForPreTraining(nn.Module):
         quantized = GumbelVectorQuantizer(cfg, name="quantizer")(
             quantizer_input, mask, jnp.asarray(gumbel_temperature, jnp.float32), deterministic
         )
-        targets = Dense(cfg.proj_codevector_dim, (shd.CODEVECTOR_DIM, shd.EMBED), dtype=cfg.compute_dtype,
-                        name="project_q")(quantized.quantized)
-        context = Dense(cfg.proj_codevector_dim, (shd.EMBED, shd.CODEVECTOR_DIM), dtype=cfg.compute_dtype,
-                        name="project_hid")(out.last_hidden_state)
+        targets = Dense(
+            cfg.proj_codevector_dim, (shd.CODEVECTOR_DIM, shd.EMBED), dtype=cfg.compute_dtype, name="project_q"
+        )(quantized.quantized)
+        context = Dense(
+            cfg.proj_codevector_dim, (shd.EMBED, shd.CODEVECTOR_DIM), dtype=cfg.compute_dtype, name="project_hid"
+        )(out.last_hidden_state)
         if sampled_negative_indices is None:
             sampled_negative_indices = masking.sample_negatives(self.make_rng("mask"), mask, cfg.num_negatives)
-        logits = contrastive_logits(context, targets, sampled_negative_indices, quantized.codes,
-                                    cfg.contrastive_logits_temperature)
-        return PretrainingOutput(logits, mask, quantized.codes, quantized.code_perplexity,
-                                 quantized.prob_perplexity, out.feature_penalty, cfg.num_codevectors)
+        logits = contrastive_logits(
+            context, targets, sampled_negative_indices, quantized.codes, cfg.contrastive_logits_temperature
+        )
+        return PretrainingOutput(
+            logits,
+            mask,
+            quantized.codes,
+            quantized.code_perplexity,
+            quantized.prob_perplexity,
+            out.feature_penalty,
+            cfg.num_codevectors,
+        )
 
 
 class Wav2Vec2ForCTC(nn.Module):
@@ -214,15 +232,17 @@ class Wav2Vec2ForCTC(nn.Module):
     config: Wav2Vec2Config
 
     @nn.compact
-    def __call__(self, audio: jax.Array, padding_mask: jax.Array | None = None,
-                 deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, audio: jax.Array, padding_mask: jax.Array | None = None, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array]:
         """Returns (logits float32 [batch, frames, vocab], frame padding mask [batch, frames]).
 
         Time masking (rng 'mask') and channel masking apply in training only, as in fine-tuning.
         """
         cfg = self.config
-        out = Wav2Vec2Model(cfg, name="wav2vec2")(audio, padding_mask, deterministic,
-                                                  mask_time=not deterministic and cfg.mask_time_prob > 0)
+        out = Wav2Vec2Model(cfg, name="wav2vec2")(
+            audio, padding_mask, deterministic, mask_time=not deterministic and cfg.mask_time_prob > 0
+        )
         hidden = dropout(self, cfg.final_dropout, out.last_hidden_state, deterministic)
         logits = Dense(cfg.vocab_size, (shd.EMBED, shd.VOCAB), dtype=cfg.compute_dtype, name="lm_head")(hidden)
         return logits.astype(jnp.float32), out.padding_mask
@@ -234,23 +254,29 @@ class Wav2Vec2ForSequenceClassification(nn.Module):
     config: Wav2Vec2Config
 
     @nn.compact
-    def __call__(self, audio: jax.Array, padding_mask: jax.Array | None = None,
-                 deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, audio: jax.Array, padding_mask: jax.Array | None = None, deterministic: bool = True
+    ) -> jax.Array:
         """Returns float32 logits [batch, num_labels]."""
         cfg = self.config
-        out = Wav2Vec2Model(cfg, name="wav2vec2")(audio, padding_mask, deterministic,
-                                                  output_hidden_states=cfg.use_weighted_layer_sum)
+        out = Wav2Vec2Model(cfg, name="wav2vec2")(
+            audio, padding_mask, deterministic, output_hidden_states=cfg.use_weighted_layer_sum
+        )
         if cfg.use_weighted_layer_sum:
             num = cfg.num_hidden_layers + 1
-            layer_weights = self.param("layer_weights",
-                                       nn.with_logical_partitioning(nn.initializers.constant(1.0 / num), (shd.LAYERS,)),
-                                       (num,), jnp.float32)
+            layer_weights = self.param(
+                "layer_weights",
+                nn.with_logical_partitioning(nn.initializers.constant(1.0 / num), (shd.LAYERS,)),
+                (num,),
+                jnp.float32,
+            )
             stacked = jnp.stack(out.hidden_states, axis=0)
             hidden = jnp.einsum("l,lbtd->btd", jax.nn.softmax(layer_weights), stacked.astype(jnp.float32))
         else:
             hidden = out.last_hidden_state
-        hidden = Dense(cfg.classifier_proj_size, (shd.EMBED, shd.MLP), dtype=cfg.compute_dtype,
-                       name="projector")(hidden)
+        hidden = Dense(cfg.classifier_proj_size, (shd.EMBED, shd.MLP), dtype=cfg.compute_dtype, name="projector")(
+            hidden
+        )
         valid = (~out.padding_mask).astype(jnp.float32)[..., None]
         pooled = jnp.sum(hidden.astype(jnp.float32) * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)
         logits = Dense(cfg.num_labels, (shd.MLP, shd.VOCAB), dtype=jnp.float32, name="classifier")(pooled)
