@@ -146,20 +146,6 @@ def load_config(spec: str, overrides: list[str]):
     return config
 
 
-def logical_rules(config):
-    """`sharding.logical_axis_rules()` with the config's overrides, as the trainer merges them."""
-    from xlsr_jax import sharding
-
-    rules = sharding.logical_axis_rules()
-    if config.sharding.get("logical_axis_rules"):
-        overrides = {
-            name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
-            for name, ax in config.sharding.logical_axis_rules
-        }
-        rules = tuple((name, overrides.pop(name, ax)) for name, ax in rules) + tuple(overrides.items())
-    return rules
-
-
 def parse_mesh(text: str) -> dict[str, int]:
     """Parses "data=2,fsdp=8" into {"data": 2, "fsdp": 8, "tensor": 1}; one size may be -1."""
     out = {"data": 1, "fsdp": 1, "tensor": 1}
@@ -215,7 +201,7 @@ def build_train_step(config, mesh):
     task = trainer.create_task(config)
     # Fine-tuning tasks build their own optimizer (frozen parameters), as in the trainer.
     tx, lr_schedule = getattr(task, "create_optimizer", trainer.create_optimizer)(config.optim)
-    rules = logical_rules(config)
+    rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
     example = task.example_batch()
 
     def init_boxed(rng):

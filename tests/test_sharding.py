@@ -87,3 +87,12 @@ def test_no_large_parameter_replicated_and_batch_placement_on_8_devices():
     for preset in ("base", "large", "xls_r_1b"):
         line = next(row for row in out.splitlines() if row.startswith(preset + " params"))
         assert float(line.split()[-1]) > 0.99, line  # essentially every weight is split
+
+
+def test_rule_overrides_replace_in_place_and_append_new_names():
+    base = dict(sharding.logical_axis_rules())
+    rules = sharding.logical_axis_rules_with([(sharding.ACT_TIME, ["fsdp"]), ("extra_axis", None)])
+    names = [name for name, _ in rules]
+    assert names[: len(base)] == list(base) and names[-1] == "extra_axis"
+    assert dict(rules)[sharding.ACT_TIME] == ("fsdp",)
+    assert sharding.logical_axis_rules_with(None) == sharding.logical_axis_rules()

@@ -75,6 +75,19 @@ def logical_axis_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]
     )
 
 
+def logical_axis_rules_with(overrides=None) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+    """The rule table with a config's `sharding.logical_axis_rules` overrides applied.
+
+    `overrides`: (name, mesh axis or axes) pairs; a known name is replaced in place, a new name
+    is appended. Used by the trainer and by the ahead-of-time compiler, so both shard alike.
+    """
+    rules = logical_axis_rules()
+    if not overrides:
+        return rules
+    pending = {name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax) for name, ax in overrides}
+    return tuple((name, pending.pop(name, ax)) for name, ax in rules) + tuple(pending.items())
+
+
 def create_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Builds a (data, fsdp, tensor) mesh over all devices; one size may be -1 (the rest).
 

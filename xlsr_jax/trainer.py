@@ -458,13 +458,7 @@ def train_and_evaluate(
 
     # --- Mesh.
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
-    rules = sharding.logical_axis_rules()
-    if config.sharding.get("logical_axis_rules"):
-        overrides = {
-            name: (tuple(ax) if isinstance(ax, (list, tuple)) else ax)
-            for name, ax in config.sharding.logical_axis_rules
-        }
-        rules = tuple((name, overrides.pop(name, ax)) for name, ax in rules) + tuple(overrides.items())
+    rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
     repl = sharding.replicated(mesh)
     log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size, jax.process_count())
 
