@@ -187,49 +187,16 @@ def abstract_batch(task_name: str, rows: int, samples: int, data_cfg, mesh) -> d
 def build_train_step(config, mesh):
     """The trainer's jitted update step and its abstract, sharded state for `mesh`.
 
-    Mirrors `trainer.train_and_evaluate` (task, optimizer, boxed init under the mesh and rules,
-    `sharding.state_shardings`, jit with the state donated) without allocating anything.
+    `trainer.build_training` is what `train_and_evaluate` runs; nothing is allocated.
 
     Returns:
       (jitted step, abstract state (ShapeDtypeStructs with shardings), context manager factory
-      that puts the mesh and the logical rules in scope for tracing, model config).
+      that puts the mesh and the logical rules in scope for tracing, task).
     """
-    import flax.linen as nn
+    from xlsr_jax import trainer
 
-    from xlsr_jax import sharding, trainer
-
-    task = trainer.create_task(config)
-    # Fine-tuning tasks build their own optimizer (frozen parameters), as in the trainer.
-    tx, lr_schedule = getattr(task, "create_optimizer", trainer.create_optimizer)(config.optim)
-    rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
-    example = task.example_batch()
-
-    def init_boxed(rng):
-        params_rng, state_rng = jax.random.split(rng)
-        params = task.init_params(params_rng, example)
-        return trainer.TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),
-            rng=state_rng,
-            num_skipped=jnp.zeros((), jnp.int32),
-            bad_streak=jnp.zeros((), jnp.int32),
-        )
-
-    tracing = lambda: sharding.mesh_rules_context(mesh, rules)
-    with tracing():
-        abstract_boxed = jax.eval_shape(init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
-    state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
-    )
-    step = jax.jit(
-        trainer.make_train_step(task, tx, lr_schedule, config.train.get("grad_accum_steps", 1)),
-        in_shardings=(state_sharding, None),
-        out_shardings=(state_sharding, sharding.replicated(mesh)),
-        donate_argnums=(0,),
-    )
-    return step, abstract_state, tracing, task
+    training = trainer.build_training(config, mesh)
+    return training.train_step, training.abstract_state, training.tracing, training.task
 
 
 # ---------------------------------------------------------------------------------------------

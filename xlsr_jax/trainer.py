@@ -1,7 +1,8 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-Read top to bottom in sections, as big_vision's train.py: task (what is trained), optimizer,
-mesh, input, sharded state init (or resume), the jitted update step, checkpoints, eval, loop.
+Read top to bottom in sections, as big_vision's train.py: mesh; task (what is trained),
+optimizer, sharded state and the jitted update step (`build_training`, shared with the AOT
+compiler); input; state init (or resume); checkpoints, eval, loop.
 
 The trainer knows nothing about wav2vec 2.0 itself: it talks to a *task* object with a narrow
 interface (`Task` below). Pretraining is `PretrainTask`; fine-tuning tasks (CTC, language ID)
@@ -10,6 +11,7 @@ register themselves with `register_task` and reuse everything else here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -426,6 +428,79 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """A run's task, sharded state and jitted update step, before any array is allocated.
+
+    Shared by `train_and_evaluate` and the ahead-of-time compiler (experiments/aot_compile.py),
+    so that what is compiled for a TPU topology is exactly what the trainer runs.
+
+    Attributes:
+      task: the `Task` (pretraining, CTC, language ID).
+      mesh: the device mesh.
+      rules: logical axis rules (defaults merged with the config's overrides).
+      abstract_state: `TrainState` of `jax.ShapeDtypeStruct`s carrying their shardings.
+      state_sharding: `TrainState` of `NamedSharding`s (from the parameters' logical axes).
+      init_state: jitted `rng -> TrainState`, each array created directly in its shards.
+      train_step: jitted `(state, batch) -> (state, metrics)`, the state donated.
+    """
+
+    task: Task
+    mesh: jax.sharding.Mesh
+    rules: tuple[tuple[str, Any], ...]
+    abstract_state: TrainState
+    state_sharding: TrainState
+    init_state: Callable[[jax.Array], TrainState]
+    train_step: Callable
+
+    def tracing(self):
+        """A context that puts the mesh and the logical rules in scope (for tracing)."""
+        return sharding.mesh_rules_context(self.mesh, self.rules)
+
+
+def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
+    """The task, optimizer, sharded state (from logical annotations) and update step for `config`."""
+    task = create_task(config)
+    # Fine-tuning tasks build their own optimizer (parameter freezing, per-group schedules).
+    tx, lr_schedule = getattr(task, "create_optimizer", create_optimizer)(config.optim)
+    rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
+    example = task.example_batch()
+
+    def init_boxed(rng):
+        params_rng, state_rng = jax.random.split(rng)
+        params = task.init_params(params_rng, example)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            rng=state_rng,
+            num_skipped=jnp.zeros((), jnp.int32),
+            bad_streak=jnp.zeros((), jnp.int32),
+        )
+
+    with sharding.mesh_rules_context(mesh, rules):
+        abstract_boxed = jax.eval_shape(init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
+    abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
+    )
+    train_step = jax.jit(
+        make_train_step(task, tx, lr_schedule, config.train.get("grad_accum_steps", 1)),
+        in_shardings=(state_sharding, None),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return Training(
+        task=task,
+        mesh=mesh,
+        rules=rules,
+        abstract_state=abstract_state,
+        state_sharding=state_sharding,
+        init_state=jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding),
+        train_step=train_step,
+    )
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -451,16 +526,13 @@ def train_and_evaluate(
     resolved_config = _write_config(config, workdir)
     total_steps = config.train.total_steps
 
-    # --- Task and optimizer.
-    task = create_task(config)
-    # Fine-tuning tasks build their own (parameter freezing, per-group schedules).
-    tx, lr_schedule = getattr(task, "create_optimizer", create_optimizer)(config.optim)
-
-    # --- Mesh.
+    # --- Mesh; then task, optimizer, sharded state and the jitted step (`build_training`).
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
-    rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
     repl = sharding.replicated(mesh)
     log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size, jax.process_count())
+    training = build_training(config, mesh)
+    task, tracing = training.task, training.tracing
+    state_sharding, abstract_state = training.state_sharding, training.abstract_state
 
     # --- Input.
     train_iter = input_builder(
@@ -469,30 +541,6 @@ def train_and_evaluate(
         task=task.data_task,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-    )
-
-    # --- Sharded state: derived from logical annotations, built directly in place.
-    example = task.example_batch()
-
-    def init_boxed(rng):
-        params_rng, state_rng = jax.random.split(rng)
-        params = task.init_params(params_rng, example)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),
-            rng=state_rng,
-            num_skipped=jnp.zeros((), jnp.int32),
-            bad_streak=jnp.zeros((), jnp.int32),
-        )
-
-    seed_key = jax.random.PRNGKey(config.train.seed)
-    tracing = lambda: sharding.mesh_rules_context(mesh, rules)
-    with tracing():
-        abstract_boxed = jax.eval_shape(init_boxed, seed_key)
-    state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding
     )
 
     ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -509,9 +557,8 @@ def train_and_evaluate(
             train_iter.set_state(data_state)
         log.info("resumed from checkpoint step %d", latest)
     else:
-        init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sharding)
         with tracing():
-            state = init(seed_key)
+            state = training.init_state(jax.random.PRNGKey(config.train.seed))
         if config.init.checkpoint:
             restore_init = getattr(task, "restore_init_params", None)  # new heads keep their init
             if restore_init is not None:
@@ -522,12 +569,7 @@ def train_and_evaluate(
             log.info("initialised parameters from %s", config.init.checkpoint)
 
     # --- Compiled steps (one executable per distinct batch shape: buckets, not batches).
-    train_step = jax.jit(
-        make_train_step(task, tx, lr_schedule, config.train.get("grad_accum_steps", 1)),
-        in_shardings=(state_sharding, None),
-        out_shardings=(state_sharding, repl),
-        donate_argnums=(0,),
-    )
+    train_step = training.train_step
     eval_step = jax.jit(make_eval_step(task), in_shardings=(state_sharding.params, None, repl), out_shardings=repl)
     compiled: dict[Any, tuple[Any, float]] = {}
 
