@@ -53,26 +53,29 @@ def _kernel_manager(tmp_path) -> KernelManager:
     return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
 
 
-def _inject_parameters(nb, parameters: dict) -> None:
-    """Inserts a cell assigning `parameters` right after the (single) `parameters` cell."""
+def _inject_parameters(nb, parameters: dict, setup: str = "") -> None:
+    """Inserts a cell assigning `parameters` (after running `setup`) right after the `parameters` cell."""
     tagged = [i for i, cell in enumerate(nb.cells) if "parameters" in cell.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"expected one cell tagged 'parameters', found {len(tagged)}"
     lines = ["# Injected by tests/test_notebooks.py", "import sys as _sys", ""]
     # The kernel must be this interpreter (the project's virtualenv), not another Python.
     lines.append(f"assert _sys.executable == {sys.executable!r}, _sys.executable")
+    lines += setup.splitlines()
     lines += [f"{name} = {value!r}" for name, value in parameters.items()]
     cell = nbformat.v4.new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(tagged[0] + 1, cell)
 
 
-def execute_notebook(name: str, tmp_path, **parameters) -> nbformat.NotebookNode:
+def execute_notebook(name: str, tmp_path, setup: str = "", **parameters) -> nbformat.NotebookNode:
     """Executes experiments/notebooks/`name` with `parameters`; returns the executed notebook.
+
+    `setup`: code the injected cell runs first (in the kernel).
 
     Raises nbclient's CellExecutionError (with the cell's traceback) when a cell fails.
     """
     nb = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
-    _inject_parameters(nb, parameters)
+    _inject_parameters(nb, parameters, setup)
     client = NotebookClient(
         nb,
         km=_kernel_manager(tmp_path),
@@ -157,6 +160,31 @@ def test_pretraining_notebook_resumes_at_the_saved_step(tmp_path):
     assert any(s > first for s in steps) and first in steps
     assert all(math.isfinite(v) for v in summary["train_loss"].values())
     assert png_outputs(nb), "no loss-curve plot"
+
+
+def test_pretraining_notebook_on_a_gs_workdir(tmp_path):
+    """WORKDIR = gs://...: the run, its resume and the notebook's own reads all go to the bucket."""
+    root = tmp_path / "gcs"
+    # The kernel enters the gs:// mock of tests/test_fileio.py (gs://x -> <root>/x) for its lifetime.
+    setup = "\n".join(
+        [
+            f"_sys.path.insert(0, {REPO!r})",
+            "from tests.test_fileio import gcs_mock as _gcs_mock",
+            f"_bucket = _gcs_mock({str(root)!r})  # referenced: a collected generator would undo the mock",
+            "_bucket.__enter__()",
+        ]
+    )
+    params = dict(PARAMETERS["pretraining.ipynb"], WORKDIR="gs://bucket/run")
+    before = set(os.listdir(NOTEBOOK_DIR))
+    nb = execute_notebook("pretraining.ipynb", tmp_path, setup=setup, **params)
+    assert set(os.listdir(NOTEBOOK_DIR)) == before, "a local copy of the gs:// path was written"
+    summary = summary_of(nb)
+    first, extra = params["STEPS"], params["EXTRA_STEPS"]
+    assert (summary["resumed_from_step"], summary["final_step"]) == (first, first + extra)
+    run = root / "bucket" / "run"
+    assert summary["checkpoints"] and all((run / "checkpoints" / str(s)).is_dir() for s in summary["checkpoints"])
+    assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
+    assert list((run / "tensorboard").iterdir()), "no TensorBoard events in the bucket"
 
 
 def test_representations_notebook_encodes_every_language_and_plots(tmp_path):
