@@ -479,7 +479,8 @@ def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -
         )
 
     with sharding.mesh_rules_context(mesh, rules):
-        abstract_boxed = jax.eval_shape(init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        # The key's shape follows the configured PRNG implementation (threefry [2], rbg [4]).
+        abstract_boxed = jax.eval_shape(init_boxed, jax.eval_shape(jax.random.PRNGKey, 0))
     state_sharding = sharding.state_shardings(abstract_boxed, mesh, rules)
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(abstract_boxed), state_sharding

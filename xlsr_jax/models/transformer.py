@@ -7,6 +7,7 @@ tensors count as `hidden_states`.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import flax.linen as nn
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 from xlsr_jax import sharding as shd
 from xlsr_jax.models.config import Wav2Vec2Config
 from xlsr_jax.models.layers import Dense, LayerNorm, activation, dropout, gelu
+
+log = logging.getLogger(__name__)
 
 # fairseq's init_bert_params for the Transformer's linear layers.
 _bert_init = nn.initializers.normal(stddev=0.02)
@@ -114,6 +117,50 @@ class PositionalConvEmbedding(nn.Module):
         return gelu(y)
 
 
+def attention_implementation(config: Wav2Vec2Config) -> str | None:
+    """The `jax.nn.dot_product_attention` implementation for `config.attention_impl`.
+
+    "auto" picks cuDNN's fused (flash) attention on a GPU for 16-bit compute and head sizes it
+    supports (multiples of 8 up to 128), else XLA (None), which is also what TPUs and CPUs get.
+    """
+    if config.attention_impl != "auto":
+        return config.attention_impl
+    on_gpu = jax.default_backend() == "gpu"
+    half = config.compute_dtype in (jnp.bfloat16, jnp.float16)
+    if on_gpu and half and config.head_dim % 8 == 0 and config.head_dim <= 128:
+        return "cudnn"
+    return None
+
+
+def dot_product_attention(q, k, v, padding_mask, scale: float, implementation: str | None) -> jax.Array:
+    """Attention of q, k, v [batch, time, heads, head_dim] over the unpadded keys.
+
+    `padding_mask` [batch, time] (True = padding) is right padding, as `Wav2Vec2Model` builds it:
+    cuDNN takes it as per-utterance key lengths, the other implementations as a boolean mask.
+    """
+    if implementation != "cudnn":
+        keep = None if padding_mask is None else ~padding_mask[:, None, None, :]  # [b, 1, 1, keys]
+        return jax.nn.dot_product_attention(q, k, v, mask=keep, scale=scale, implementation=implementation)
+    lengths = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1, dtype=jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, scale=scale, key_value_seq_lengths=lengths, implementation="cudnn")
+
+
+def attend(q, k, v, padding_mask, scale: float, config: Wav2Vec2Config) -> jax.Array:
+    """`dot_product_attention` with the config's implementation.
+
+    An automatic cuDNN choice that this GPU or cuDNN version turns down while tracing falls back
+    to XLA with a warning; an explicit `attention_impl` is never replaced.
+    """
+    implementation = attention_implementation(config)
+    try:
+        return dot_product_attention(q, k, v, padding_mask, scale, implementation)
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        if implementation != "cudnn" or config.attention_impl != "auto":
+            raise
+        log.warning("cuDNN attention unavailable (%s); using XLA attention", e)
+        return dot_product_attention(q, k, v, padding_mask, scale, None)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a key padding mask (fairseq MultiheadAttention)."""
 
@@ -141,21 +188,19 @@ class SelfAttention(nn.Module):
         k = nn.with_logical_constraint(k, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
         v = nn.with_logical_constraint(v, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
         scale = head_dim**-0.5
-        # keep[b, 1, 1, s]: attend to key s of utterance b.
-        keep = None if padding_mask is None else ~padding_mask[:, None, None, :]
         use_dropout = not self.deterministic and cfg.attention_dropout > 0.0
         if use_dropout:
             # jax.nn.dot_product_attention has no dropout on the probabilities: do it by hand.
             q = q * jnp.asarray(scale, dtype)
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-            if keep is not None:
+            if padding_mask is not None:
+                keep = ~padding_mask[:, None, None, :]  # [b, 1, 1, keys]: attend to key s of b
                 logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
             probs = jax.nn.softmax(logits, axis=-1)
             probs = dropout(self, cfg.attention_dropout, probs, False).astype(dtype)
             out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         else:
-            impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
-            out = jax.nn.dot_product_attention(q, k, v, mask=keep, scale=scale, implementation=impl)
+            out = attend(q, k, v, padding_mask, scale, cfg)
         out = nn.with_logical_constraint(out, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
         return Dense(
             cfg.hidden_size,
