@@ -8,6 +8,9 @@ eps 1e-6, weight decay 0.01, 32k warmup updates then linear decay, Gumbel temper
 pre-LN Transformer with a layer-norm conv extractor (the `large` model preset). The paper
 samples languages with alpha = 0.5 (data section) and reports a peak learning rate of 1e-3 for
 the multilingual LARGE models; the number of updates is set to the LARGE recipe's 1M here.
+An author's answer in fairseq issue #2997 confirms the shape of this: XLSR-53 was pretrained
+"similar to the pretraining of the Librivox model (same setting, with lower learning rate)",
+with low-resource languages upsampled in the manifest.
 (The paper could not be re-read offline when this file was written: check the peak lr and the
 update count against its section 4 before a full-scale run.)
 
