@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 SAMPLE_RATE = 16000
+CPU_PEAK_FLOPS = 300e9  # a 2048^3 f32 matmul on the 2-core development box when the issue was written
 CONFIG_NAMES = ("tiny", "small", "base", "large", "xls_r_1b", "xls_r_2b")
 
 
@@ -58,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--peak_flops",
         type=float,
-        default=300e9,
-        help="device peak FLOP/s for MFU (default: a 2048^3 f32 matmul on the 2-core CPU)",
+        default=0.0,
+        help="device peak FLOP/s for MFU; 0: the device kind's bf16 peak on a TPU/GPU "
+        "(xlsr_jax.metrics), 300e9 on a CPU (a 2048^3 f32 matmul on the 2-core dev box)",
     )
     p.add_argument("--dtype", default="float32", help="compute dtype of our model (float32, bfloat16)")
     p.add_argument(
@@ -261,7 +263,7 @@ def hf_config(cfg):
 class TorchSide:
     """transformers' Wav2Vec2ForPreTraining: the same update (AdamW) and encoder forward."""
 
-    def __init__(self, cfg, audio: np.ndarray, threads: int):
+    def __init__(self, cfg, audio: np.ndarray, threads: int, device: str = "cpu"):
         import torch
         import transformers
         from transformers.models.wav2vec2.modeling_wav2vec2 import (
@@ -272,10 +274,13 @@ class TorchSide:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         self.torch = torch
-        self.model = transformers.Wav2Vec2ForPreTraining(hf_config(cfg))
+        self.device = torch.device(device)
+        # Our bfloat16 mode (float32 parameters, 16-bit compute) is autocast on the PyTorch side.
+        self.autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.dtype)
+        self.model = transformers.Wav2Vec2ForPreTraining(hf_config(cfg)).to(self.device)
         self.model.set_gumbel_temperature(2.0)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-        self.audio = torch.from_numpy(audio)
+        self.audio = torch.from_numpy(audio).to(self.device)
         batch, samples = audio.shape
         frames = cfg.feature_lengths(samples)
         # Same density and distractor count as our in-jit sampler; drawn here, off the clock.
@@ -283,25 +288,43 @@ class TorchSide:
             (batch, frames), cfg.mask_time_prob, cfg.mask_time_length, min_masks=cfg.mask_time_min_masks
         )
         negatives = _sample_negative_indices((batch, frames), cfg.num_negatives, mask)
-        self.mask = torch.from_numpy(mask)
-        self.negatives = torch.from_numpy(negatives)
+        self.mask = torch.from_numpy(mask).to(self.device)
+        self.negatives = torch.from_numpy(negatives).to(self.device)
         self.num_params = int(sum(p.numel() for p in self.model.parameters()))
 
     def run(self, step: str) -> float:
         """One update or one encoder forward; returns seconds."""
         torch = self.torch
+        autocast = torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None)
         start = time.perf_counter()
         if step == "train":
             self.model.train()
-            out = self.model(self.audio, mask_time_indices=self.mask, sampled_negative_indices=self.negatives)
+            with autocast:
+                out = self.model(self.audio, mask_time_indices=self.mask, sampled_negative_indices=self.negatives)
             self.opt.zero_grad(set_to_none=True)
             out.loss.backward()
             self.opt.step()
         else:
             self.model.eval()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 self.model.wav2vec2(self.audio)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # CUDA calls return before the work is done
         return time.perf_counter() - start
+
+
+def torch_device() -> str:
+    """Where the PyTorch side runs: the kind of device JAX runs on (ImportError where torch lacks it)."""
+    import jax
+    import torch
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "cpu"
+    if backend == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    # A PyTorch number from another kind of device would make the ratio meaningless.
+    raise ImportError(f"JAX runs on {backend} and this torch has no such device")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,9 +332,17 @@ class TorchSide:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_roofline(repeats: int = 10) -> dict[str, float]:
-    """What this machine delivers right now: a 2048^3 f32 matmul (FLOP/s) and a 256 MB copy (bytes/s).
+def resolve_peak_flops(configured: float) -> float:
+    """`--peak_flops`, else the device kind's table entry (TPU/GPU), else `CPU_PEAK_FLOPS`."""
+    from xlsr_jax import metrics
 
+    return metrics.peak_flops_per_device(configured) or CPU_PEAK_FLOPS
+
+
+def measure_roofline(repeats: int = 10, dtype: str = "float32") -> dict[str, float]:
+    """What this machine delivers right now: an n^3 matmul in `dtype` (FLOP/s) and a 256 MB pass.
+
+    n is 2048 on a CPU and 8192 on an accelerator (where a 2048^3 matmul is mostly launch cost).
     Shared and virtualised hosts vary from day to day (the same box measured 300 and 150 GFLOP/s
     on the matmul), so MFU is also reported against this in-run peak.
     """
@@ -328,13 +359,14 @@ def measure_roofline(repeats: int = 10) -> dict[str, float]:
             x = y if feed_back else x
         return min(times)
 
-    a = jnp.ones((2048, 2048), jnp.float32)
+    n = 2048 if jax.default_backend() == "cpu" else 8192
+    a = jnp.ones((n, n), dtype)  # the model's compute dtype
     matmul_s = best(jax.jit(lambda a: a @ a), a)
     big = jnp.ones((64 * 1024 * 1024,), jnp.float32)  # 256 MB: well past any cache
     # Donated, so the output reuses the input's pages: a fresh 256 MB output per call measures the
     # kernel zeroing new pages (3-5 GB/s here), not the memory bus (about 30 GB/s).
     scale_s = best(jax.jit(lambda x: x * 0.5, donate_argnums=0), big, feed_back=True)
-    return {"matmul_flops": 2 * 2048**3 / matmul_s, "memory_bytes_per_s": 2 * big.nbytes / scale_s}
+    return {"matmul_flops": 2 * n**3 / matmul_s, "memory_bytes_per_s": 2 * big.nbytes / scale_s}
 
 
 def _summary(times: list[float], audio_seconds: float) -> dict[str, Any]:
@@ -372,10 +404,10 @@ def benchmark_config(name: str, args: argparse.Namespace, log: Callable[[str], N
     theirs = None
     if not args.no_torch and not args.compile_only:
         try:
-            theirs = TorchSide(cfg, audio, args.torch_threads)
+            theirs = TorchSide(cfg, audio, args.torch_threads, torch_device())
             record["torch_num_params"] = theirs.num_params
         except ImportError as e:
-            record["torch_skipped"] = f"torch/transformers not importable: {e}"
+            record["torch_skipped"] = f"no PyTorch side: {e}"
     for step in steps:
         log(f"{name}/{step}: compiling")
         ours.compile(step)
@@ -420,6 +452,8 @@ def main(argv=None) -> dict[str, Any]:
         raise SystemExit(f"unknown configs {unknown}; choose from {CONFIG_NAMES}")
     import jax
 
+    args.peak_flops = resolve_peak_flops(args.peak_flops)
+
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
@@ -436,7 +470,7 @@ def main(argv=None) -> dict[str, Any]:
         "load_average_start": os.getloadavg(),
         "configs": [],
     }
-    roofline = measure_roofline()
+    roofline = measure_roofline(dtype=args.dtype)
     args.measured_peak_flops = roofline["matmul_flops"]
     report["measured_roofline"] = roofline
     log(f"measured roofline: {json.dumps(roofline)}")
