@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.convert_testlib import TINY_HF
 from xlsr_jax import pretrained
 from xlsr_jax.convert import configs, hf_to_params, orbax_to_hf, params_to_hf, tables
 from xlsr_jax.convert import params as params_lib
@@ -23,28 +24,9 @@ ARCHS = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2F
 
 
 def tiny_config(**overrides) -> Wav2Vec2Config:
-    values = {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 40,
-        "conv_dim": (16, 24, 32),
-        "conv_stride": (5, 2, 2),
-        "conv_kernel": (10, 3, 3),
-        "conv_bias": True,
-        "num_conv_pos_embeddings": 8,
-        "num_conv_pos_embedding_groups": 4,
-        "num_codevectors_per_group": 12,
-        "codevector_dim": 16,
-        "proj_codevector_dim": 12,
-        "vocab_size": 10,
-        "num_labels": 3,
-        "classifier_proj_size": 8,
-        "feat_extract_norm": "layer",
-        "do_stable_layer_norm": True,
-    }
-    values.update(overrides)
-    return Wav2Vec2Config(**values)
+    """The parity tests' tiny model (convert_testlib.TINY_HF) with the XLS-R extractor and LN placement."""
+    values = {**TINY_HF, "conv_bias": True, "feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    return Wav2Vec2Config(**{**values, **overrides})
 
 
 def param_shapes(config: Wav2Vec2Config, arch: str):

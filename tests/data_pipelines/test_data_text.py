@@ -72,7 +72,9 @@ def test_decode_ctc_collapses_repeats_and_blanks():
 
 
 def test_hf_tokenizer_reads_our_vocab(tmp_path):
-    transformers = pytest.importorskip("transformers", reason="transformers parity check")
+    transformers = pytest.importorskip(
+        "transformers", reason="compares with transformers' CTC tokenizer: pip install -c constraints.txt -e '.[torch]'"
+    )
     vocab, _ = _demo_vocab()
     path = tmp_path / "vocab.json"
     path.write_text(vocab.to_json(), encoding="utf-8")

@@ -134,6 +134,12 @@ def test_scanned_layers_compute_the_same_function(remat):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+# Every dropout site of the model switched off.
+NO_DROPOUT = dict.fromkeys(
+    ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop"), 0.0
+)
+
+
 @pytest.mark.parametrize(
     "knob,scan",
     [
@@ -147,16 +153,7 @@ def test_scanned_layers_compute_the_same_function(remat):
     ],
 )
 def test_every_dropout_site_is_live_in_training(knob, scan):
-    off = dict(
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        mask_time_prob=0.0,
-        mask_time_min_masks=0,
-        scan_layers=scan,
-    )
+    off = dict(NO_DROPOUT, mask_time_prob=0.0, mask_time_min_masks=0, scan_layers=scan)
     audio = audio_batch()
     cfg_off = tiny(**off)
     params = init(Wav2Vec2Model(cfg_off), audio)
@@ -175,14 +172,7 @@ def test_every_dropout_site_is_live_in_training(knob, scan):
 def test_attention_dropout_reaches_every_layer():
     # Only the last block's attention can change the output if dropout were wired to it alone;
     # with one block's dropout removed the outputs must still differ from eval in training.
-    cfg = tiny(
-        hidden_dropout=0.0,
-        activation_dropout=0.0,
-        feat_proj_dropout=0.0,
-        layerdrop=0.0,
-        attention_dropout=0.5,
-        num_hidden_layers=3,
-    )
+    cfg = tiny(**{**NO_DROPOUT, "attention_dropout": 0.5, "num_hidden_layers": 3})
     audio = audio_batch()
     params = init(Wav2Vec2Model(cfg), audio)
     train = encode(cfg, params, audio, deterministic=False, output_hidden_states=True)

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # fairseq's init_bert_params for the Transformer's linear layers.
 _bert_init = nn.initializers.normal(stddev=0.02)
 _zeros = nn.initializers.zeros
+BertDense = partial(Dense, kernel_init=_bert_init, bias_init=_zeros)
 
 
 def _grouped_conv(x: jax.Array, kernel: jax.Array, pad: int, groups: int) -> jax.Array:
@@ -174,14 +175,7 @@ class SelfAttention(nn.Module):
         heads, head_dim = cfg.num_attention_heads, cfg.head_dim
 
         def proj(name):
-            return Dense(
-                (heads, head_dim),
-                (shd.EMBED, shd.HEADS, shd.KV),
-                dtype=dtype,
-                kernel_init=_bert_init,
-                bias_init=_zeros,
-                name=name,
-            )(x)
+            return BertDense((heads, head_dim), (shd.EMBED, shd.HEADS, shd.KV), dtype=dtype, name=name)(x)
 
         q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")  # [batch, time, heads, head_dim]
         q = nn.with_logical_constraint(q, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
@@ -202,15 +196,8 @@ class SelfAttention(nn.Module):
         else:
             out = attend(q, k, v, padding_mask, scale, cfg)
         out = nn.with_logical_constraint(out, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_HEADS, None))
-        return Dense(
-            cfg.hidden_size,
-            (shd.HEADS, shd.KV, shd.EMBED),
-            axis=(-2, -1),
-            dtype=dtype,
-            kernel_init=_bert_init,
-            bias_init=_zeros,
-            name="out_proj",
-        )(out)
+        heads_to_embed = (shd.HEADS, shd.KV, shd.EMBED)
+        return BertDense(cfg.hidden_size, heads_to_embed, axis=(-2, -1), dtype=dtype, name="out_proj")(out)
 
 
 class FeedForward(nn.Module):
@@ -223,25 +210,11 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         dtype = cfg.compute_dtype
-        h = Dense(
-            cfg.intermediate_size,
-            (shd.EMBED, shd.MLP),
-            dtype=dtype,
-            kernel_init=_bert_init,
-            bias_init=_zeros,
-            name="intermediate_dense",
-        )(x)
+        h = BertDense(cfg.intermediate_size, (shd.EMBED, shd.MLP), dtype=dtype, name="intermediate_dense")(x)
         h = activation(cfg.hidden_act)(h)
         h = nn.with_logical_constraint(h, (shd.ACT_BATCH, shd.ACT_TIME, shd.ACT_MLP))
         h = dropout(self, cfg.activation_dropout, h, self.deterministic)
-        h = Dense(
-            cfg.hidden_size,
-            (shd.MLP, shd.EMBED),
-            dtype=dtype,
-            kernel_init=_bert_init,
-            bias_init=_zeros,
-            name="output_dense",
-        )(h)
+        h = BertDense(cfg.hidden_size, (shd.MLP, shd.EMBED), dtype=dtype, name="output_dense")(h)
         return dropout(self, cfg.hidden_dropout, h, self.deterministic)
 
 
