@@ -71,6 +71,10 @@ HF_DEFAULTS: dict[str, Any] = {
     "bos_token_id": 1,
     "eos_token_id": 2,
     "add_adapter": False,
+    "num_adapter_layers": 3,
+    "adapter_kernel_size": 3,
+    "adapter_stride": 2,
+    "output_hidden_size": None,  # HF: None means hidden_size
     "adapter_attn_dim": None,
     "num_labels": 2,
 }
@@ -124,8 +128,8 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unsupported architecture {arch!r}; expected one of {ARCHITECTURES}")
     full = {**HF_DEFAULTS, **hf}
-    if full.get("add_adapter"):
-        raise ConfigError("add_adapter=True (a conv adapter after the encoder) is not supported")
+    if full.get("output_hidden_size") == full["hidden_size"]:
+        full["output_hidden_size"] = None  # HF stores the resolved width; None is ours for "same"
     if full.get("adapter_attn_dim") is not None:
         raise ConfigError("adapter_attn_dim is set (MMS attention adapters), not supported")
     if not full.get("apply_spec_augment", True):
@@ -160,7 +164,7 @@ def config_to_hf(config: Wav2Vec2Config, architecture: str, extras: Mapping[str,
     for key in ("conv_dim", "conv_stride", "conv_kernel"):
         out[key] = list(out[key])
     out["num_feat_extract_layers"] = len(config.conv_dim)
-    out["output_hidden_size"] = config.hidden_size
+    out["output_hidden_size"] = config.adapter_hidden_size
     out["apply_spec_augment"] = True
     if "id2label" in out:
         out["id2label"] = {str(k): v for k, v in out["id2label"].items()}
