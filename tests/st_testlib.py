@@ -22,11 +22,14 @@ TINY_MBART = {
 }
 
 
-def hf_model(seed=0, output_hidden_size=24, tie=True, **encoder_overrides):
+def hf_model(seed=0, output_hidden_size=24, tie=True, zero_encoder_bias=False, **encoder_overrides):
     """A random-init transformers SpeechEncoderDecoderModel (Wav2Vec2 + adapter, mBART), eval mode.
 
     output_hidden_size == d_model (as the released models): no enc_to_dec_proj; set it to the
     encoder width (32) to get HF's enc_to_dec_proj instead of the adapter's projection.
+    zero_encoder_bias: with random biases the tiny encoder's output is nearly the same for every
+    input, so generation would not depend on the audio; without them utterances differ.
+    The model's generation_config is emptied: every search setting comes from the test.
     """
     import torch
     import transformers
@@ -62,6 +65,11 @@ def hf_model(seed=0, output_hidden_size=24, tie=True, **encoder_overrides):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            if zero_encoder_bias and name.startswith("encoder.") and name.endswith("bias"):
+                p.zero_()
+    model.generation_config = transformers.GenerationConfig(
+        decoder_start_token_id=2, pad_token_id=1, eos_token_id=2, bos_token_id=0
+    )
     return model.eval()
 
 
