@@ -9,7 +9,11 @@ Layout of a checkpoint directory (the same shape as a training checkpoint's step
                     "config": Wav2Vec2Config.to_dict(),
                     "hf_extras": HF fields we keep for the way back (token ids, label maps),
                     "vocab": {token: id} for CTC models (optional),
-                    "audio": {"sampling_rate": 16000, "do_normalize": bool}}
+                    "audio": {"sampling_rate": 16000, "do_normalize": bool},
+                    "generation": generation settings (translation models, optional)}
+  DIR/tokenizer/   translation models: the target tokenizer's files (sentencepiece.bpe.model, ...)
+
+A translation model's "config" is `SpeechTranslationConfig.to_dict()` (encoder + decoder).
 
 Everything needed to rebuild the model is in the directory. `load_pretrained` also accepts a
 training run's checkpoint (root, step or params directory), reading the model section of the run
@@ -37,7 +41,16 @@ VERSION = 1
 MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
 
-MODEL_CLASSES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
+TOKENIZER_DIR = "tokenizer"
+
+MODEL_CLASSES = (
+    "Wav2Vec2ForPreTraining",
+    "Wav2Vec2Model",
+    "Wav2Vec2ForCTC",
+    "Wav2Vec2ForSequenceClassification",
+    "Wav2Vec2ForSpeechTranslation",
+)
+SPEECH_TRANSLATION = "Wav2Vec2ForSpeechTranslation"
 
 
 @dataclasses.dataclass
@@ -50,6 +63,8 @@ class Pretrained:
     hf_extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     vocab: dict[str, int] | None = None
     audio: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tokenizer_dir: str | None = None  # DIR/tokenizer when the checkpoint carries one
 
     def model(self):
         """The Flax module for this architecture (see `model_class`)."""
@@ -65,10 +80,24 @@ def model_class(architecture: str):
     return getattr(models, architecture)
 
 
-def default_audio_settings(config: Wav2Vec2Config) -> dict[str, Any]:
+def config_from_dict(architecture: str, values: Mapping[str, Any]):
+    """The config object of `architecture` from its dict (a translation model has two parts)."""
+    if architecture == SPEECH_TRANSLATION:
+        from xlsr_jax.models.speech_translation import SpeechTranslationConfig
+
+        return SpeechTranslationConfig.from_dict(dict(values))
+    return Wav2Vec2Config.from_dict(dict(values))
+
+
+def encoder_config(config) -> Wav2Vec2Config:
+    """The wav2vec 2.0 part of any of our configs."""
+    return getattr(config, "encoder", config)
+
+
+def default_audio_settings(config) -> dict[str, Any]:
     """Input conventions of the published models: per-utterance normalisation goes with the
     layer-norm extractor (fairseq `normalize=True` for XLSR-53 / XLS-R), raw audio with group norm."""
-    return {"sampling_rate": 16000, "do_normalize": config.feat_extract_norm == "layer"}
+    return {"sampling_rate": 16000, "do_normalize": encoder_config(config).feat_extract_norm == "layer"}
 
 
 def _atomic_dir(final: str, overwrite: bool):
@@ -100,6 +129,8 @@ def save_pretrained(
     hf_extras: Mapping[str, Any] | None = None,
     vocab: Mapping[str, int] | None = None,
     audio: Mapping[str, Any] | None = None,
+    generation: Mapping[str, Any] | None = None,
+    tokenizer_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
 ) -> str:
     """Writes an exported checkpoint (see module docstring) atomically.
@@ -110,6 +141,8 @@ def save_pretrained(
       config: the model config.
       architecture: one of `MODEL_CLASSES`.
       hf_extras, vocab, audio: metadata carried for conversion back to HF.
+      generation: translation models: `GenerationConfig` fields (defaults for `translate`).
+      tokenizer_files: translation models: file name -> bytes, stored under DIR/tokenizer/.
     Returns:
       The absolute path written.
     """
@@ -133,8 +166,15 @@ def save_pretrained(
             "vocab": dict(vocab) if vocab is not None else None,
             "audio": dict(audio or default_audio_settings(config)),
         }
+        if generation:
+            meta["generation"] = dict(generation)
         with open(os.path.join(tmp, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
+        if tokenizer_files:
+            os.makedirs(os.path.join(tmp, TOKENIZER_DIR))
+            for name, data in tokenizer_files.items():
+                with open(os.path.join(tmp, TOKENIZER_DIR, os.path.basename(name)), "wb") as f:
+                    f.write(data)
         commit_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +221,7 @@ def load_pretrained(
         params_dir = fileio.abspath(fileio.join(directory, PARAMS_DIR))
     else:
         meta, params_dir = _training_checkpoint_metadata(directory)
-    config = Wav2Vec2Config.from_dict(meta["config"])
+    config = config_from_dict(meta["architecture"], meta["config"])
     with ocp.StandardCheckpointer() as ckptr:
         if abstract_params is None:
             meta_tree = ckptr.metadata(params_dir)
@@ -193,10 +233,14 @@ def load_pretrained(
             params = ckptr.restore(params_dir, abstract_params)
     params = _strip_boxes(params)
     if config_overrides:
-        new = dataclasses.replace(config, **dict(config_overrides))
-        if new.scan_layers != config.scan_layers:
-            params = restack_layers(params, config, new.scan_layers)
-        config = new
+        old_encoder = encoder_config(config)
+        new_encoder = dataclasses.replace(old_encoder, **dict(config_overrides))
+        if new_encoder.scan_layers != old_encoder.scan_layers:
+            params = restack_layers(params, old_encoder, new_encoder.scan_layers)
+        config = dataclasses.replace(config, encoder=new_encoder) if config is not old_encoder else new_encoder
+    tokenizer_dir = fileio.join(directory, TOKENIZER_DIR)
+    if not fileio.isdir(tokenizer_dir):
+        tokenizer_dir = None
     return Pretrained(
         config,
         meta["architecture"],
@@ -204,6 +248,8 @@ def load_pretrained(
         meta.get("hf_extras") or {},
         meta.get("vocab"),
         meta.get("audio") or default_audio_settings(config),
+        meta.get("generation") or {},
+        tokenizer_dir,
     )
 
 

@@ -21,6 +21,16 @@ TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+GENERATION = "generation_config.json"
+# The tokenizer of a translation model (MBart50Tokenizer: sentencepiece.bpe.model + JSON), carried
+# verbatim between a transformers folder and our checkpoint.
+TOKENIZER_FILES = (
+    "sentencepiece.bpe.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "added_tokens.json",
+)
 
 
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -148,6 +158,7 @@ def write_hf_folder(
     state: Mapping[str, np.ndarray],
     *,
     json_files: Mapping[str, Any] | None = None,
+    binary_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
 ) -> str:
     """Writes config.json + model.safetensors (+ other JSON files) atomically, without torch.
@@ -157,6 +168,7 @@ def write_hf_folder(
       config: the HF config dict.
       state: HF key -> float32 numpy array.
       json_files: extra file name -> JSON object (preprocessor, tokenizer files).
+      binary_files: extra file name -> bytes, written verbatim (a sentencepiece model).
       overwrite: replace an existing folder.
     Returns:
       The absolute path written.
@@ -178,6 +190,9 @@ def write_hf_folder(
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
                 f.write("\n")
+        for name, data in dict(binary_files or {}).items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
         commit_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

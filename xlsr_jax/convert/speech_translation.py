@@ -84,7 +84,18 @@ def hf_to_st_config(hf: Mapping[str, Any], **encoder_overrides: Any) -> tuple[Sp
 
 
 def st_config_to_hf(config: SpeechTranslationConfig, extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Our config -> a complete `SpeechEncoderDecoderModel` config.json dict."""
+    """Our config -> a complete `SpeechEncoderDecoderModel` config.json dict.
+
+    Raises:
+      ConfigError for an adapter projection followed by enc_to_dec_proj: transformers sizes
+      enc_to_dec_proj by the encoder's hidden_size, not the adapter's output, so it cannot run one.
+    """
+    enc_cfg = config.encoder
+    if config.needs_enc_to_dec_proj and enc_cfg.adapter_hidden_size != enc_cfg.hidden_size:
+        raise ConfigError(
+            f"output_hidden_size {enc_cfg.adapter_hidden_size} differs from both hidden_size {enc_cfg.hidden_size} "
+            f"and the decoder's d_model {config.decoder.d_model}: transformers cannot build that model"
+        )
     enc = configs.config_to_hf(config.encoder, "Wav2Vec2Model")
     dec = {**MBART_HF_DEFAULTS, **{k: v for k, v in config.decoder.to_dict().items() if k not in _DECODER_OURS_ONLY}}
     dec.update(
