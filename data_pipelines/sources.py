@@ -7,7 +7,7 @@ lengths come from metadata: manifest sample counts, Common Voice `clip_durations
 `segments.txt`, TFRecord/TFDS side indexes, and only when none exists from file headers.
 
 Source config (a dict in `data.sources`):
-  type: "manifest" | "common_voice" | "mls" | "tfrecord" | "tfds"
+  type: "manifest" | "common_voice" | "mls" | "tfrecord" | "tfds" | "covost" (see covost.py)
   path: manifest directory / corpus root / TFRecord dir or glob / TFDS data_dir
   splits: {pipeline split name: source split name}, e.g. {"dev": "valid"} for fairseq manifests
   languages: locales to keep (common_voice: empty = every locale folder; others: unused)
@@ -286,8 +286,16 @@ def tfds_source(cfg: Mapping, split: str) -> Source:
     return tfds_builder.tfds_source(cfg, _split_name(cfg, split))
 
 
+def covost_source(cfg: Mapping, split: str) -> Source:
+    """CoVoST-2 translation tsv files over Common Voice clips (see `data_pipelines.covost`)."""
+    from data_pipelines import covost
+
+    return covost.covost_source(cfg, split)
+
+
 READERS = {
     "manifest": manifest_source,
+    "covost": covost_source,
     "common_voice": common_voice_source,
     "mls": mls_source,
     "tfrecord": tfrecord_source,
