@@ -89,3 +89,36 @@ def target_batch(batch=2, length=7, vocab=40, seed=0):
     ids[:, 0] = 2
     ids[1, length - 2 :] = 1
     return ids
+
+
+def demo_tokenizer_bytes(vocab_size=120) -> bytes:
+    """A sentencepiece model trained on the demo corpus's English translations."""
+    from data_pipelines import translation
+    from data_pipelines.demo_sentences import TRANSLATIONS_EN
+
+    return translation.train_sentencepiece([t for ts in TRANSLATIONS_EN.values() for t in ts], vocab_size)
+
+
+def tiny_translation_export(directory, seed=0, generation=None):
+    """An exported tiny translation checkpoint (random weights) with the demo tokenizer."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from data_pipelines import translation
+    from xlsr_jax import pretrained
+    from xlsr_jax.models.speech_translation import Wav2Vec2ForSpeechTranslation, tiny_speech_translation_config
+
+    spm = demo_tokenizer_bytes()
+    vocab = translation.TargetTokenizer(spm).vocab_size
+    config = tiny_speech_translation_config(decoder_overrides={"vocab_size": vocab})
+    model = Wav2Vec2ForSpeechTranslation(config)
+    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 800)), None, jnp.zeros((1, 3), jnp.int32))["params"]
+    return pretrained.save_pretrained(
+        directory,
+        nn.meta.unbox(params),
+        config,
+        "Wav2Vec2ForSpeechTranslation",
+        generation=generation,
+        tokenizer_files={"sentencepiece.bpe.model": spm},
+    )
