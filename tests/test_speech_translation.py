@@ -85,3 +85,35 @@ def test_every_parameter_has_logical_axes_with_a_rule():
         used = sharding.logical_axes_used(boxed)
         known = {name for name, _ in sharding.logical_axis_rules()}
         assert used <= known, used - known
+
+
+def test_label_smoothed_cross_entropy_matches_fairseq_formula():
+    from xlsr_jax import losses
+
+    rng = np.random.RandomState(0)
+    logits = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    labels = rng.randint(0, 7, (2, 5))
+    labels[1, 3:] = 1  # padding
+    labels[0, 4] = -100  # HF's ignore index
+    loss, nll, count = losses.label_smoothed_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), 1, 0.1)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    valid = (labels != 1) & (labels >= 0)
+    ref_nll = -np.take_along_axis(logp, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+    eps_i = 0.1 / 6
+    ref = (1 - 0.1 - eps_i) * ref_nll - eps_i * logp.sum(-1)
+    assert int(count) == valid.sum()
+    np.testing.assert_allclose(float(nll), ref_nll[valid].sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), ref[valid].sum(), rtol=1e-5)
+    plain, _, _ = losses.label_smoothed_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), 1, 0.0)
+    np.testing.assert_allclose(float(plain), ref_nll[valid].sum(), rtol=1e-5)
+
+
+def test_bleu_and_chrf_per_pair():
+    from xlsr_jax import decoding
+
+    refs = ["the cat sat on the mat", "a dog ran in the park", "the cat sat on the mat"]
+    hyps = ["the cat sat on the mat", "a dog ran in a park", "dog"]
+    scores = decoding.translation_scores_by_pair(refs, hyps, ["es_en", "ru_en", "ru_en"])
+    assert scores["es_en"]["bleu"] == pytest.approx(100.0) and scores["es_en"]["sentences"] == 1
+    assert 0 < scores["ru_en"]["bleu"] < scores["all"]["bleu"] < 100
+    assert 0 < scores["ru_en"]["chrf"] < 100 and scores["all"]["sentences"] == 3
