@@ -117,3 +117,28 @@ def test_bleu_and_chrf_per_pair():
     assert scores["es_en"]["bleu"] == pytest.approx(100.0) and scores["es_en"]["sentences"] == 1
     assert 0 < scores["ru_en"]["bleu"] < scores["all"]["bleu"] < 100
     assert 0 < scores["ru_en"]["chrf"] < 100 and scores["all"]["sentences"] == 3
+
+
+def test_decoder_initialised_from_an_mbart_model_matches_it():
+    """The paper's initialisation: the decoder of a (converted) mBART-50; here a tiny random one."""
+    import transformers
+
+    from tests.st_testlib import TINY_MBART
+    from xlsr_jax.convert import speech_translation as st
+    from xlsr_jax.models.decoder import Decoder
+
+    torch.manual_seed(0)
+    hf = transformers.MBartForConditionalGeneration(
+        transformers.MBartConfig(**TINY_MBART, encoder_layers=1, encoder_attention_heads=3, encoder_ffn_dim=8)
+    ).eval()
+    config = st.mbart_decoder_config(hf.config.to_dict())
+    state = {k: v.numpy() for k, v in hf.state_dict().items()}
+    params = st.mbart_decoder_params(state, config)
+    rng = np.random.RandomState(0)
+    encoder_hidden = rng.standard_normal((2, 5, config.d_model)).astype(np.float32)
+    ids = target_batch()
+    with torch.no_grad():
+        out = hf.model.decoder(input_ids=torch.from_numpy(ids), encoder_hidden_states=torch.from_numpy(encoder_hidden))
+        expected = (hf.lm_head(out.last_hidden_state) + hf.final_logits_bias).numpy()
+    ours = Decoder(config).apply({"params": params}, jnp.asarray(ids), jnp.asarray(encoder_hidden), None)
+    assert max_abs_diff(ours, expected) < TOL

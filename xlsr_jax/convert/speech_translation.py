@@ -155,3 +155,40 @@ def _to_numpy(tree: Any) -> Any:
     if isinstance(tree, Mapping):
         return {k: _to_numpy(v) for k, v in tree.items()}
     return np.asarray(tree, dtype=np.float32)
+
+
+def mbart_decoder_config(hf: Mapping[str, Any], **overrides: Any) -> MBartDecoderConfig:
+    """The decoder half of an mBART `config.json` (model_type "mbart"; e.g. facebook/mbart-large-50).
+
+    Raises:
+      ConfigError for another model type.
+    """
+    if hf.get("model_type") != "mbart":
+        raise ConfigError(f"expected an mBART config.json (model_type 'mbart'), got {hf.get('model_type')!r}")
+    full = {**MBART_HF_DEFAULTS, **hf}
+    names = {f.name for f in dataclasses.fields(MBartDecoderConfig)} - set(_DECODER_OURS_ONLY)
+    return MBartDecoderConfig.from_dict({**{k: full[k] for k in names if k in full}, **overrides})
+
+
+def mbart_decoder_params(state: Mapping[str, np.ndarray], decoder: MBartDecoderConfig) -> dict[str, Any]:
+    """Our `Decoder` parameters from any transformers model holding an mBART decoder.
+
+    MBartForConditionalGeneration (`model.decoder.*`, the paper's mBART-50 initialisation),
+    MBartForCausalLM (same keys) or SpeechEncoderDecoderModel (`decoder.model.decoder.*`); every
+    other tensor (the mBART encoder, `final_logits_bias`, a tied lm_head) is left out.
+
+    Returns:
+      The `decoder` subtree of `Wav2Vec2ForSpeechTranslation`'s parameters.
+    Raises:
+      CheckpointMismatchError when the decoder's keys or shapes do not match `decoder`.
+    """
+    anchor = "model.decoder.embed_positions.weight"
+    prefixes = [k[: -len(anchor)] for k in state if k.endswith(anchor)]
+    if len(prefixes) != 1:
+        raise params_lib.CheckpointMismatchError(f"expected one mBART decoder ({anchor}) in the state dict")
+    prefix = prefixes[0]
+    rules = tables.decoder_param_table(decoder, hf_prefix=prefix)
+    wanted = {k: v for k, v in state.items() if k.startswith(prefix + "model.decoder.")}
+    if not decoder.tie_word_embeddings and prefix + "lm_head.weight" in state:
+        wanted[prefix + "lm_head.weight"] = state[prefix + "lm_head.weight"]
+    return params_lib.state_to_params_by_rules(wanted, rules, "mBART decoder")["decoder"]
