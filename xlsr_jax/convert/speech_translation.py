@@ -136,7 +136,7 @@ def hf_state_to_st_params(state: Mapping[str, np.ndarray], config: SpeechTransla
     params = params_lib.state_to_params_by_rules(
         state, rules, ARCHITECTURE, layers, allow_missing=(_ENCODER_MASKED,), ignore_unexpected=ignore
     )
-    params["encoder"].setdefault("masked_spec_embed", np.zeros((config.encoder.hidden_size,), np.float32))
+    params["wav2vec2"].setdefault("masked_spec_embed", np.zeros((config.encoder.hidden_size,), np.float32))
     return params
 
 
@@ -147,7 +147,7 @@ def st_params_to_hf_state(params: Mapping[str, Any], config: SpeechTranslationCo
     rules = tables.speech_translation_param_table(config)
     layers = config.encoder.num_hidden_layers if config.encoder.scan_layers else None
     return params_lib.params_to_state_by_rules(
-        params, rules, ARCHITECTURE, layers, optional={("encoder", "masked_spec_embed")}
+        params, rules, ARCHITECTURE, layers, optional={("wav2vec2", "masked_spec_embed")}
     )
 
 

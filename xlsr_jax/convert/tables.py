@@ -393,8 +393,9 @@ def decoder_param_table(config: MBartDecoderConfig, hf_prefix: str = "decoder.")
 def speech_translation_param_table(config: SpeechTranslationConfig) -> list[ParamRule]:
     """Every parameter of HF `SpeechEncoderDecoderModel` (Wav2Vec2Model with its adapter +
     MBartForCausalLM) with our `Wav2Vec2ForSpeechTranslation` counterpart."""
+    # Our model keeps the adapter beside the encoder (`adapter/`), HF inside it (`encoder.adapter.`).
     rules = [
-        dataclasses.replace(r, hf="encoder." + r.hf, ours=("encoder",) + r.ours)
+        dataclasses.replace(r, hf="encoder." + r.hf, ours=r.ours if r.ours[0] == "adapter" else ("wav2vec2",) + r.ours)
         for r in hf_param_table(config.encoder, "Wav2Vec2Model")
     ]
     rules += decoder_param_table(config.decoder)

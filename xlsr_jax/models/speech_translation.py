@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from xlsr_jax import sharding as shd
+from xlsr_jax.models.adapter import Adapter
 from xlsr_jax.models.config import Wav2Vec2Config, get_preset
 from xlsr_jax.models.decoder import Decoder, DecoderCache, MBartDecoderConfig, tiny_decoder_config
 from xlsr_jax.models.layers import Dense
-from xlsr_jax.models.wav2vec2 import Wav2Vec2Model
+from xlsr_jax.models.wav2vec2 import Wav2Vec2Model, adapter_padding_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +97,12 @@ def shift_tokens_right(labels: jax.Array, pad_token_id: int, decoder_start_token
 
 
 class Wav2Vec2ForSpeechTranslation(nn.Module):
-    """Encoder (+ adapter) and decoder, with methods for training and for cached generation.
+    """Encoder, adapter and decoder, with methods for training and for cached generation.
 
-    Parameters: `encoder` (a `Wav2Vec2Model` tree, adapter included), `decoder`, and
-    `enc_to_dec_proj` when widths differ: the layout of HF's `SpeechEncoderDecoderModel`.
+    Parameters: `wav2vec2` (the pretrained `Wav2Vec2Model`, the name every head model gives it,
+    so pretraining checkpoints initialise it and fine-tuning freezes it as for CTC), `adapter`
+    (HF keeps it inside the encoder, `encoder.adapter.*`; here it is new, trained from the first
+    update, like the decoder), `decoder`, and `enc_to_dec_proj` when widths differ.
     """
 
     config: SpeechTranslationConfig
@@ -108,7 +111,8 @@ class Wav2Vec2ForSpeechTranslation(nn.Module):
         cfg = self.config
         if not cfg.encoder.add_adapter:
             raise ValueError("the speech-translation encoder needs add_adapter=True (as the released models)")
-        self.encoder = Wav2Vec2Model(cfg.encoder)
+        self.wav2vec2 = Wav2Vec2Model(dataclasses.replace(cfg.encoder, add_adapter=False))
+        self.adapter = Adapter(cfg.encoder)
         self.decoder = Decoder(cfg.decoder)
         if cfg.needs_enc_to_dec_proj:
             self.enc_to_dec_proj = Dense(cfg.decoder.d_model, (shd.CONV_IN, shd.EMBED), dtype=cfg.decoder.compute_dtype)
@@ -122,11 +126,12 @@ class Wav2Vec2ForSpeechTranslation(nn.Module):
         Time/channel masking applies in training, as in CTC fine-tuning (rng 'mask').
         """
         cfg = self.config.encoder
-        out = self.encoder(audio, padding_mask, deterministic, mask_time=not deterministic and cfg.mask_time_prob > 0)
-        hidden = out.last_hidden_state
+        out = self.wav2vec2(audio, padding_mask, deterministic, mask_time=not deterministic and cfg.mask_time_prob > 0)
+        hidden = self.adapter(out.last_hidden_state, deterministic)  # [batch, frames', output_hidden_size]
+        frame_padding = adapter_padding_mask(cfg, padding_mask, hidden.shape[1], hidden.shape[0])
         if self.config.needs_enc_to_dec_proj:
             hidden = self.enc_to_dec_proj(hidden)
-        return hidden, out.padding_mask
+        return hidden, frame_padding
 
     def __call__(
         self,
