@@ -73,6 +73,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.vocabulary = ml_collections.ConfigDict()
     # HF-style vocab.json to use; empty = built from the train split's transcripts.
     c.vocabulary.path = ""
+    c.target = ml_collections.ConfigDict()
+    # Speech translation (task "st"): the target sentencepiece model (mBART-50's
+    # sentencepiece.bpe.model, or a small one from data_pipelines.translation.train_sentencepiece).
+    c.target.tokenizer = ""
+    # Tokens per target, language token and </s> included; longer targets are cut (and counted).
+    c.target.max_length = 64
+    # Target language of sources that do not name one per utterance (CoVoST-2 does).
+    c.target.language = "en"
     c.text = ml_collections.ConfigDict()
     # Transcript normalisation overrides per language, e.g. {"en": {"keep": "'-"}}; options:
     # nfkc, lowercase, strip_punctuation, keep, word_spaces (see data_pipelines/text.py).

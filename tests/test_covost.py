@@ -88,3 +88,40 @@ def test_target_ids_match_transformers_mbart50_tokenizer(spm_model):
         assert tok.encode(text, "en") == expected, text
         assert tok.decode(expected) == hf.decode(expected, skip_special_tokens=True)
     assert np.all([tok.language_id(c) == hf.convert_tokens_to_ids(c) for c in tr.MBART50_LANGUAGE_CODES])
+
+
+def test_st_input_pipeline_on_the_demo_corpus(tmp_path, spm_model):
+    import data_pipelines
+
+    covost.write_demo_covost(DEMO, str(tmp_path))
+    cfg = data_pipelines.default_config()
+    cfg.sources = [{"type": "covost", "path": str(tmp_path), "clips": DEMO, "pairs": ["es_en", "ru_en"]}]
+    cfg.batch_size, cfg.num_buckets, cfg.min_sample_size, cfg.max_sample_size = 4, 1, 8000, 160000
+    cfg.target.tokenizer, cfg.target.max_length = spm_model, 9
+    tok = tr.TargetTokenizer(spm_model)
+    pipe = data_pipelines.build_input(cfg, "dev", "st")
+    try:
+        batches = list(pipe)
+    finally:
+        pipe.close()
+    labels = np.concatenate([b["labels"] for b in batches])
+    padding = np.concatenate([b["label_padding"] for b in batches])
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert labels.shape[1] == 9 and valid.sum() == 20  # 5 sentences x 2 voices x 2 languages
+    assert (labels[valid, 0] == tok.language_id("en")).all()
+    lengths = (~padding).sum(1)
+    rows = np.flatnonzero(valid)
+    assert all(labels[r, lengths[r] - 1] == tr.EOS and (labels[r, lengths[r] :] == tr.PAD).all() for r in rows)
+    # Targets longer than 9 tokens are cut (</s> kept) and counted, not dropped.
+    full = [len(tok.encode(t, "en")) for t in TRANSLATIONS_EN["es"][30:35] + TRANSLATIONS_EN["ru"][30:35]]
+    assert pipe.stats["counts"].get("target_truncated", 0) == 2 * sum(n > 9 for n in full) > 0
+    texts = {tok.decode(labels[r]) for r in rows if lengths[r] < 9}
+    assert texts <= set(TRANSLATIONS_EN["es"][30:35] + TRANSLATIONS_EN["ru"][30:35])
+
+
+def test_st_pipeline_without_tokenizer_names_the_field():
+    import data_pipelines
+
+    cfg = data_pipelines.default_config()
+    with pytest.raises(ValueError, match="data.target.tokenizer"):
+        data_pipelines.build_input(cfg, "dev", "st")
