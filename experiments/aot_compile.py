@@ -459,12 +459,7 @@ def main(argv=None) -> dict[str, Any]:
         print(markdown_table([json.load(open(path, encoding="utf-8")) for path in sys.argv[2:]]))
         return {}
     args = parse_args(argv)
-    from xlsr_jax import trainer
-
-    try:
-        import xlsr_jax.tasks  # noqa: F401 - fine-tuning tasks register themselves on import
-    except ImportError:
-        pass
+    from xlsr_jax import tasks
     config = load_config(args.config, args.overrides)
     chip, devices = tpu_topology(args.topology)
     crop_seconds = args.crop_seconds or config.data.max_sample_size / SAMPLE_RATE
@@ -489,11 +484,11 @@ def main(argv=None) -> dict[str, Any]:
         "skipped": [],
     }
     for task_name in [config.task]:
-        if task_name not in trainer.TASKS:
+        if task_name not in tasks.TASKS:
             report["skipped"].append(
                 {
                     "task": task_name,
-                    "reason": f"no trainer task {task_name!r} is registered (have {sorted(trainer.TASKS)})",
+                    "reason": f"no task {task_name!r} in xlsr_jax.tasks.TASKS (have {sorted(tasks.TASKS)})",
                 }
             )
             continue

@@ -69,7 +69,7 @@ def test_restore_params_partial_subtree(tmp_path):
     restored = checkpointing.restore_params(str(tmp_path), only_encoder)
     assert set(restored) == {"encoder"}
     np.testing.assert_array_equal(restored["encoder"]["kernel"], _tree(1)["encoder"]["kernel"])
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="expected an exported model"):
         checkpointing.restore_params(str(tmp_path / "missing"), only_encoder)
 
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from tests.convert_testlib import TINY_HF
-from xlsr_jax import pretrained
+from xlsr_jax import models, pretrained
 from xlsr_jax.convert import configs, hf_to_params, orbax_to_hf, params_to_hf, tables
 from xlsr_jax.convert import params as params_lib
 from xlsr_jax.convert.params import CheckpointMismatchError
 from xlsr_jax.models import Wav2Vec2Config
+from xlsr_jax.models.transformer import restack_layers
 
 ARCHS = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
 
@@ -31,7 +32,7 @@ def tiny_config(**overrides) -> Wav2Vec2Config:
 
 def param_shapes(config: Wav2Vec2Config, arch: str):
     """Our model's parameter shapes, by tracing init (no compilation)."""
-    model = pretrained.model_class(arch)(config)
+    model = models.model_class(arch)(config)
     shapes = jax.eval_shape(
         lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None, deterministic=True)
     )
@@ -78,7 +79,7 @@ def test_params_hf_round_trip_is_exact(arch):
     # The scanned layout holds the same numbers stacked.
     scanned = dataclasses.replace(cfg, scan_layers=True)
     _, _, stacked, _ = hf_to_params(hf_config, state, scan_layers=True)
-    restacked = pretrained.restack_layers(params, cfg, True)
+    restacked = restack_layers(params, cfg, True)
     jax.tree.map(np.testing.assert_array_equal, stacked, restacked)
     _, state2 = params_to_hf(scanned, arch, stacked)
     assert set(state2) == set(state)

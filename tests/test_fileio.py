@@ -158,7 +158,7 @@ def test_eval_reports_and_read_config_on_the_bucket(bucket):
         fileio.write_text(f"gs://bucket/run/checkpoints/{step}/config/metadata", json.dumps({"step": step}))
     assert checkpointing.read_config("gs://bucket/run/checkpoints") == {"step": 5}  # newest
     assert checkpointing.read_config("gs://bucket/run/checkpoints", step=3) == {"step": 3}
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="expected an exported model"):
         checkpointing.read_config("gs://bucket/nothing")
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from xlsr_jax import decoding
-from xlsr_jax.tasks import common
+from xlsr_jax import decoding, optimizers
+from xlsr_jax.tasks import finetune
 
 
 def _optim_cfg(**overrides):
@@ -46,7 +46,7 @@ def _params():
 
 def test_optimizer_freezes_feature_encoder_always_and_encoder_for_n_updates():
     freeze = 3
-    tx, lr = common.finetune_optimizer(_optim_cfg(), freeze_feature_encoder=True, freeze_updates=freeze)
+    tx, lr = optimizers.create_optimizer(_optim_cfg(), freeze_feature_encoder=True, freeze_updates=freeze)
     params = _params()
     state = tx.init(params)
     history = [params]
@@ -76,19 +76,19 @@ def test_optimizer_freezes_feature_encoder_always_and_encoder_for_n_updates():
 
 def test_parameter_groups_label_whole_boxes():
     boxed = jax.tree.map(lambda x: nn.LogicallyPartitioned(x, ("embed",)), _params())
-    labels = common.parameter_groups(boxed, freeze_feature_encoder=True)
-    assert labels["wav2vec2"]["feature_extractor"]["w"] == common.FROZEN
-    assert labels["wav2vec2"]["encoder"]["w"] == common.ENCODER
-    assert labels["lm_head"]["w"] == common.HEAD
-    unfrozen = common.parameter_groups(_params(), freeze_feature_encoder=False)
-    assert unfrozen["wav2vec2"]["feature_extractor"]["w"] == common.ENCODER
+    labels = optimizers.parameter_groups(boxed, freeze_feature_encoder=True)
+    assert labels["wav2vec2"]["feature_extractor"]["w"] == optimizers.FROZEN
+    assert labels["wav2vec2"]["encoder"]["w"] == optimizers.ENCODER
+    assert labels["lm_head"]["w"] == optimizers.HEAD
+    unfrozen = optimizers.parameter_groups(_params(), freeze_feature_encoder=False)
+    assert unfrozen["wav2vec2"]["feature_extractor"]["w"] == optimizers.ENCODER
 
 
 def test_stop_encoder_gradient_zeroes_only_the_encoder_while_frozen():
     params = _params()
 
     def loss(p, frozen):
-        p = common.stop_encoder_gradient(p, frozen)
+        p = optimizers.stop_encoder_gradient(p, frozen)
         return sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
 
     g_frozen = jax.grad(loss)(params, jnp.array(True))
@@ -114,7 +114,7 @@ def test_restore_init_params_takes_encoder_and_keeps_new_head(tmp_path, headless
     ctc = Wav2Vec2ForCTC(cfg)
     fresh = nn.unbox(ctc.init({"params": jax.random.PRNGKey(7), "mask": jax.random.PRNGKey(8)}, audio, None)["params"])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
-    restored = common.restore_init_params(ckpt, abstract, fresh)
+    restored = finetune.restore_init_params(ckpt, abstract, fresh)
     encoder = saved if headless else saved["wav2vec2"]
     jax.tree.map(np.testing.assert_array_equal, restored["wav2vec2"], encoder)
     jax.tree.map(np.testing.assert_array_equal, restored["lm_head"], fresh["lm_head"])
@@ -131,7 +131,7 @@ def test_restore_init_params_names_a_mismatch(tmp_path):
     fresh = nn.unbox(Wav2Vec2ForCTC(big).init(jax.random.PRNGKey(0), audio, None)["params"])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
     with pytest.raises(ValueError, match="no encoder"):
-        common.restore_init_params(ckpt, abstract, fresh)
+        finetune.restore_init_params(ckpt, abstract, fresh)
 
 
 def test_error_counts_match_hand_counts():

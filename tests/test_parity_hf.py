@@ -37,7 +37,7 @@ from tests.convert_testlib import (
     our_param_shapes,
     random_params,
 )
-from xlsr_jax import losses, pretrained
+from xlsr_jax import losses, models, pretrained
 from xlsr_jax.convert import configs, hf_to_orbax, orbax_to_hf
 from xlsr_jax.convert import params as params_lib
 from xlsr_jax.models import Wav2Vec2Model
@@ -128,7 +128,7 @@ def test_quantizer_codes_and_pretraining_loss_match(pretraining_pair):
     ref = _hf_forward(
         hf, audio, mask_time_indices=torch.from_numpy(mask), sampled_negative_indices=torch.from_numpy(hf_neg)
     )
-    model = pretrained.model_class("Wav2Vec2ForPreTraining")(cfg)
+    model = models.model_class("Wav2Vec2ForPreTraining")(cfg)
     out = model.apply(
         {"params": loaded.params},
         jnp.asarray(audio),

@@ -28,7 +28,7 @@ def test_peak_flops_configured_or_looked_up():
 
 def test_codebook_collapse_warning():
     from configs import common
-    from xlsr_jax import trainer
+    from xlsr_jax import tasks
     from xlsr_jax.models import get_preset
 
     config = common.pretraining_config(
@@ -39,11 +39,11 @@ def test_codebook_collapse_warning():
         warmup_steps=1,
         gumbel_temperature=(2.0, 0.5, 0.999),
     )
-    task = trainer.create_task(config)
+    task = tasks.create_task(config)
     num_codes = task.model_config.num_codevectors  # G x V = 64 for the tiny preset
     assert task.check_metrics({"train/code_perplexity": 0.5 * num_codes}) == []
     (warning,) = task.check_metrics({"train/code_perplexity": 0.05 * num_codes})
     assert "codebook collapse" in warning and str(num_codes) in warning
     config.task = "nope"
     with pytest.raises(ValueError, match="unknown task"):
-        trainer.create_task(config)
+        tasks.create_task(config)

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from xlsr_jax import schedules, trainer
+from xlsr_jax import optimizers, schedules
 
 
 def _reference_polynomial(step, peak, warmup, total, end=0.0, power=1.0):
@@ -75,7 +75,7 @@ def test_optimizer_is_clipped_adamw_with_decoupled_decay():
             "schedule": "constant",
         }
     )
-    tx, _ = trainer.create_optimizer(optim)
+    tx, _ = optimizers.create_optimizer(optim)
     params = {"w": jnp.array([1.0, -2.0])}
     grads = {"w": jnp.array([30.0, 40.0])}  # norm 50 -> clipped to norm 1: (0.6, 0.8)
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -86,7 +86,7 @@ def test_optimizer_is_clipped_adamw_with_decoupled_decay():
     np.testing.assert_allclose(updates["w"], want, rtol=1e-5)
     optim.name = "sgd"
     with pytest.raises(ValueError, match="only 'adamw'"):
-        trainer.create_optimizer(optim)
+        optimizers.create_optimizer(optim)
 
 
 def test_recipe_configs_load_and_tie_total_steps():

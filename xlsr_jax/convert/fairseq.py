@@ -140,14 +140,14 @@ def read_fairseq_checkpoint(
       dict_path: for CTC models, fairseq's `dict.ltr.txt` (the vocabulary is not stored in the
         checkpoint); without it no tokenizer files can be written later.
     """
-    from xlsr_jax.convert.hf_io import _to_numpy_float32
+    from xlsr_jax.convert.hf_io import to_numpy_float32
     from xlsr_jax.convert.torch_pickle import load_torch_file
 
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, Mapping) or "model" not in ckpt:
         raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with 'model')")
     cfg = checkpoint_config(ckpt)
-    state = {k: _to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
+    state = {k: to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
     _, _, is_ctc = configs.fairseq_model_cfg(cfg)
     vocab_size = None
     if is_ctc:

@@ -14,6 +14,15 @@ from typing import Any
 
 import numpy as np
 
+# Hz: the input rate of every wav2vec 2.0 / XLSR / XLS-R model (wav2vec 2.0 paper, Baevski et al.
+# 2020, section 4.1: "16 kHz"; fairseq `task.sample_rate: 16000`; HF `sampling_rate: 16000`).
+SAMPLE_RATE = 16000
+
+# The model classes a checkpoint can hold, by their transformers names: what `xlsr_jax.pretrained`
+# records in model.json, what the trainer's tasks train, and what `xlsr_jax.convert` maps
+# (`xlsr_jax.models.model_class` gives the flax module of each).
+ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
+
 _TUPLE_FIELDS = ("conv_dim", "conv_stride", "conv_kernel")
 
 
