@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from xlsr_jax.models.config import SAMPLE_RATE
+
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     """Parses big_vision-style `get_config` arguments: "runlocal,steps=100" -> ConfigDict.
@@ -86,8 +88,7 @@ def pretraining_config(
     # updates leave the parameters untouched meanwhile). 0 = never stop.
     config.train.max_consecutive_bad_steps = 100
     config.train.peak_flops_per_device = 0.0  # FLOP/s for perf/mfu; 0 = look up the device kind
-    config.train.sample_rate = 16000  # Hz of the model input, for perf/audio_sec_per_sec
-    config.train.init_num_samples = 16000  # audio length used only to build the parameters
+    config.train.init_num_samples = SAMPLE_RATE  # audio length (1 s) used only to build the parameters
     config.train.gumbel_max_temperature = gumbel_temperature[0]  # start temperature
     config.train.gumbel_min_temperature = gumbel_temperature[1]  # floor
     config.train.gumbel_temperature_decay = gumbel_temperature[2]  # per-update decay factor

@@ -24,7 +24,7 @@
     pipe.probabilities         # language sampling probabilities (logged at start with hours)
     pipe.num_batches           # eval: batches in one pass (split != "train"); train: None
 
-    data_pipelines.load_audio(path_or_bytes, target_sr=16000)  # float32 [S], mono, resampled
+    data_pipelines.load_audio(path_or_bytes, sampling_rate=16000)  # float32 [S], mono, resampled
 
 The training split is an endless stream with languages sampled ∝ hours^alpha; other splits are one
 ordered pass (StopIteration at the end; `build_input(..., repeat=True)` makes any split endless).

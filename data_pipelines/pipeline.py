@@ -164,8 +164,11 @@ class InputPipeline:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        if cfg.sample_rate != audio_lib.TARGET_SAMPLE_RATE:
-            raise ValueError("only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)")
+        if cfg.sampling_rate != audio_lib.SAMPLE_RATE:
+            raise ValueError(
+                f"data.sampling_rate is {cfg.sampling_rate}: only {audio_lib.SAMPLE_RATE} Hz is supported (the "
+                "wav2vec 2.0 feature encoder's rate; audio at other rates is resampled to it)"
+            )
         self.cfg, self.split, self.task = cfg, split, task
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = cfg.batch_size // process_count
@@ -293,7 +296,7 @@ class InputPipeline:
         langs = np.concatenate(langs) if langs else np.zeros(0, np.int64)
         buckets = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
         # Hours per language (for sampling) and per (language, source) (logged).
-        sec = lengths / audio_lib.TARGET_SAMPLE_RATE
+        sec = lengths / audio_lib.SAMPLE_RATE
         self.hours = {
             code: float(sec[langs == k].sum()) / 3600 for k, code in enumerate(self.languages) if np.any(langs == k)
         }

@@ -31,7 +31,7 @@ from data_pipelines import tfrecord
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
+SR = audio_lib.SAMPLE_RATE
 UNKNOWN_LANGUAGE = "und"  # ISO 639 "undetermined"
 _MAX_LISTED = 20
 

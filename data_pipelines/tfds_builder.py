@@ -30,7 +30,7 @@ from data_pipelines._tf import import_tf
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
+SR = audio_lib.SAMPLE_RATE
 
 
 def _tfds():
@@ -168,7 +168,7 @@ def tfds_source(cfg: Mapping, split: str):
     text_key = cfg.get("text_key", "transcript")
     lang_key = cfg.get("language_key", "language")
     audio_feature = builder.info.features[audio_key]
-    sr = int(getattr(audio_feature, "sample_rate", None) or cfg.get("sample_rate") or SR)
+    sr = int(getattr(audio_feature, "sample_rate", None) or cfg.get("sampling_rate") or SR)
     try:
         data = builder.as_data_source(split=split)
     except (

@@ -33,7 +33,7 @@ from data_pipelines._tf import import_tf
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
+SR = audio_lib.SAMPLE_RATE
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length
 _FOOTER = 4  # uint32 masked CRC of the data
 

@@ -66,7 +66,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-SAMPLE_RATE = 16000
+from xlsr_jax.models.config import SAMPLE_RATE  # noqa: E402
+
 GiB = 2**30
 
 
@@ -460,6 +461,7 @@ def main(argv=None) -> dict[str, Any]:
         return {}
     args = parse_args(argv)
     from xlsr_jax import tasks
+
     config = load_config(args.config, args.overrides)
     chip, devices = tpu_topology(args.topology)
     crop_seconds = args.crop_seconds or config.data.max_sample_size / SAMPLE_RATE

@@ -192,7 +192,7 @@ def write_formats(src: str, out_dir: str) -> dict[str, str]:
 
     from data_pipelines import load_audio
 
-    wave = load_audio(src, target_sr=16000)
+    wave = load_audio(src, sampling_rate=16000)
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "wav": os.path.join(out_dir, "clip.wav"),

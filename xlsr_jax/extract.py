@@ -39,6 +39,7 @@ import numpy as np
 
 from xlsr_jax import fileio, pretrained
 from xlsr_jax.models import Wav2Vec2Model
+from xlsr_jax.models.config import SAMPLE_RATE
 
 CKPT_HELP = "exported checkpoint or training run (--workdir, checkpoints/, a step or params folder)"
 
@@ -72,11 +73,11 @@ def _encoder_fn(config):
 class Extractor:
     """Runs the encoder of a loaded checkpoint on one utterance at a time (jitted per shape)."""
 
-    def __init__(self, loaded: pretrained.Pretrained, bucket_samples: int = 16000):
+    def __init__(self, loaded: pretrained.Pretrained, bucket_samples: int = SAMPLE_RATE):
         self.config = loaded.config
         self.params = loaded.params.get("wav2vec2", loaded.params)
         self.normalize = bool(loaded.audio.get("do_normalize", False))
-        self.sampling_rate = int(loaded.audio.get("sampling_rate", 16000))
+        self.sampling_rate = int(loaded.audio.get("sampling_rate", SAMPLE_RATE))
         self.bucket = bucket_samples if self.config.feat_extract_norm == "layer" else 0
         self._encode = _encoder_fn(self.config)
 
@@ -106,11 +107,11 @@ def extract(
 
     loaded = pretrained.load_pretrained(ckpt)
     which = _parse_layer(layer, loaded.config.num_hidden_layers)
-    extractor = Extractor(loaded, int(bucket_seconds * loaded.audio.get("sampling_rate", 16000)))
+    extractor = Extractor(loaded, int(bucket_seconds * loaded.audio.get("sampling_rate", SAMPLE_RATE)))
     arrays: dict[str, np.ndarray] = {}
     frames = []
     for i, path in enumerate(audio_paths):
-        hidden, last = extractor(load_audio(path, target_sr=extractor.sampling_rate))
+        hidden, last = extractor(load_audio(path, sampling_rate=extractor.sampling_rate))
         feats = hidden if which == "all" else (last if which == "final" else hidden[which])
         arrays[f"features_{i}"] = feats.astype(np.float32)
         frames.append(last.shape[0])

@@ -31,6 +31,7 @@ import optax
 
 from xlsr_jax import checkpointing, fileio, sharding, tasks
 from xlsr_jax import metrics as metrics_lib
+from xlsr_jax.models.config import SAMPLE_RATE
 from xlsr_jax.tasks import Task
 
 log = logging.getLogger("xlsr_jax.train")
@@ -424,9 +425,7 @@ def train_and_evaluate(
         progress_bar=config.train.progress_bar,
         jsonl_path=fileio.join(workdir, "metrics.jsonl"),
     )
-    throughput = _Throughput(
-        config.train.sample_rate, metrics_lib.peak_flops_per_device(config.train.peak_flops_per_device)
-    )
+    throughput = _Throughput(SAMPLE_RATE, metrics_lib.peak_flops_per_device(config.train.peak_flops_per_device))
     watcher = _PreemptionWatcher(manager)
     max_bad = config.train.max_consecutive_bad_steps
     saved_steps = set(manager.all_steps())
@@ -523,8 +522,8 @@ class _StepCache:
 class _Throughput:
     """Steps, audio seconds and FLOPs per wall-clock second since the last `reset` (big_vision's chrono)."""
 
-    def __init__(self, sample_rate: int, peak_flops: float):
-        self.sample_rate, self.peak_flops = sample_rate, peak_flops
+    def __init__(self, sampling_rate: int, peak_flops: float):
+        self.sampling_rate, self.peak_flops = sampling_rate, peak_flops
         self.reset()
 
     def reset(self) -> None:
@@ -543,7 +542,7 @@ class _Throughput:
         elapsed = time.perf_counter() - self.start
         out = {
             "perf/steps_per_sec": self.steps / elapsed,
-            "perf/audio_sec_per_sec": self.samples / self.sample_rate / elapsed,
+            "perf/audio_sec_per_sec": self.samples / self.sampling_rate / elapsed,
         }
         if self.peak_flops:
             out["perf/mfu"] = self.flops / elapsed / self.peak_flops

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.models.config import SAMPLE_RATE
+
 log = logging.getLogger("xlsr_jax.transcribe")
 
-PAD_TO_SAMPLES = 16000  # padded lengths are multiples of one second at 16 kHz
+PAD_TO_SAMPLES = SAMPLE_RATE  # padded lengths are multiples of one second
 
 
 def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[list[np.ndarray | None], list[str]]:
@@ -38,11 +40,11 @@ def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[l
     """
     import data_pipelines
 
-    rate = int(audio_settings.get("sampling_rate", 16000))
+    rate = int(audio_settings.get("sampling_rate", SAMPLE_RATE))
     waves, errors = [], []
     for path in paths:
         try:
-            wave = data_pipelines.load_audio(path, target_sr=rate)
+            wave = data_pipelines.load_audio(path, sampling_rate=rate)
         except (data_pipelines.AudioDecodeError, OSError, ValueError) as e:
             errors.append(f"{path}: cannot read audio ({e})")
             waves.append(None)

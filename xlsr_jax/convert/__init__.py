@@ -27,7 +27,7 @@ from xlsr_jax.convert import params as params_lib
 from xlsr_jax.convert.configs import ConfigError
 from xlsr_jax.convert.params import CheckpointMismatchError
 from xlsr_jax.convert.torch_pickle import UnsafeCheckpointError
-from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax.models.config import SAMPLE_RATE, Wav2Vec2Config
 
 __all__ = [
     "CheckpointMismatchError",
@@ -101,7 +101,7 @@ def hf_to_orbax(
     audio = pretrained.default_audio_settings(config)
     if pre:
         audio = {
-            "sampling_rate": pre.get("sampling_rate", 16000),
+            "sampling_rate": pre.get("sampling_rate", SAMPLE_RATE),
             "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
         }
     if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
@@ -171,7 +171,7 @@ def orbax_to_hf(
     audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
     files: dict[str, Any] = {
         hf_io.PREPROCESSOR: hf_io.preprocessor_config(
-            audio.get("sampling_rate", 16000),
+            audio.get("sampling_rate", SAMPLE_RATE),
             audio.get("do_normalize", True),
             return_attention_mask=loaded.config.feat_extract_norm == "layer",
         ),

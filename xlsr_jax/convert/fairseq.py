@@ -18,6 +18,7 @@ import numpy as np
 
 from xlsr_jax.convert import configs, tables
 from xlsr_jax.convert.params import CheckpointMismatchError
+from xlsr_jax.models.config import SAMPLE_RATE
 
 # Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
 # fine-tuned files still carry them. They are dropped when converting a CTC model.
@@ -125,7 +126,7 @@ def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if normalize is None:  # fine-tuned: the pretraining task's setting
         w2v = model.get("w2v_args") or {}
         normalize = (w2v.get("task") or w2v).get("normalize", False)
-    return {"sampling_rate": int(task.get("sample_rate", 16000) or 16000), "do_normalize": bool(normalize)}
+    return {"sampling_rate": int(task.get("sample_rate", SAMPLE_RATE) or SAMPLE_RATE), "do_normalize": bool(normalize)}
 
 
 def read_fairseq_checkpoint(

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.models.config import SAMPLE_RATE
+
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
@@ -89,7 +91,7 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def preprocessor_config(
-    sampling_rate: int = 16000, do_normalize: bool = True, return_attention_mask: bool = True
+    sampling_rate: int = SAMPLE_RATE, do_normalize: bool = True, return_attention_mask: bool = True
 ) -> dict[str, Any]:
     """`preprocessor_config.json` for `Wav2Vec2FeatureExtractor`.
 
