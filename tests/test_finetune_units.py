@@ -180,7 +180,11 @@ def test_finetune_configs_build():
 
     ctc = demo_ctc.get_config("langs=es+sw,steps=10")
     assert ctc.task == "ctc" and ctc.model.feature_grad_mult == 0.0 and ctc.optim.schedule == "tri_stage"
-    assert ctc.model.vocab_size > 5 and ctc.finetune.freeze_finetune_updates == 1
+    assert ctc.model.vocab_size == 0 and ctc.finetune.freeze_finetune_updates == 1  # no corpus read
+    from xlsr_jax import tasks
+
+    task = tasks.create_task(ctc)  # the vocabulary (read from the corpus) sizes the head here
+    assert task.model_config.vocab_size == len(task.vocabulary) > 5
     lid = demo_lid.get_config("langs=es+sw+ar")
     assert lid.task == "lid" and lid.model.num_labels == 3
     cv = common_voice.get_config("lang=sw")

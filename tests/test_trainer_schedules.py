@@ -94,14 +94,14 @@ def test_recipe_configs_load_and_tie_total_steps():
         common,
         demo,
         pretrain_base,
-        xls_r_1b,
-        xls_r_2b,
-        xls_r_300m,
+        xls_r,
         xlsr_53,
     )
 
-    for module, lr in ((pretrain_base, 5e-4), (xlsr_53, 1e-3), (xls_r_300m, 5e-3), (xls_r_1b, 3e-4), (xls_r_2b, 3e-4)):
-        config = module.get_config()
+    recipes = [(pretrain_base, None, 5e-4), (xlsr_53, None, 1e-3), (xls_r, None, 5e-3)]
+    recipes += [(xls_r, "size=300m", 5e-3), (xls_r, "size=1b", 3e-4), (xls_r, "size=2b", 3e-4)]
+    for module, arg, lr in recipes:
+        config = module.get_config(arg)
         assert config.optim.lr == lr
         assert config.optim.total_steps == config.train.total_steps
         assert set(config.keys()) >= {
@@ -118,7 +118,10 @@ def test_recipe_configs_load_and_tie_total_steps():
         }
         config.train.total_steps = 123  # one FieldReference: the decay end follows
         assert config.optim.total_steps == 123
-    assert xls_r_2b.get_config().mesh.fsdp == -1
+    assert xls_r.get_config("size=2b").mesh.fsdp == -1 and xls_r.get_config().mesh.fsdp == 1
+    assert xls_r.get_config("size=1b").model.num_hidden_layers == 48
+    with pytest.raises(ValueError, match="unknown XLS-R size"):
+        xls_r.get_config("size=3b")
     small = pretrain_base.get_config("runlocal")
     assert small.train.total_steps == 20 and small.optim.total_steps == 20
     assert demo.get_config("steps=30").optim.warmup_steps == 3

@@ -247,11 +247,14 @@ def _default_input_builder(data_cfg, *, split, task, process_index, process_coun
     )
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str, architecture: str) -> dict[str, Any]:
-    """The resolved config as JSON, with the trained model class recorded (`architecture`), written
-    to `<workdir>/config.json`; the same dict goes into every checkpoint."""
+def _write_config(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, Any]:
+    """The resolved config as JSON, written to `<workdir>/config.json`; the same dict goes into
+    every checkpoint. It records what the task trains: `architecture` (the model class) and the
+    model fields the task resolved (e.g. the CTC vocabulary size)."""
     resolved = json.loads(config.to_json_best_effort())
-    resolved["architecture"] = architecture
+    resolved["architecture"] = task.architecture
+    if task.model_config is not None:
+        resolved["model"] = {**resolved.get("model", {}), **json.loads(task.model_config.to_json())}
     if jax.process_index() == 0:
         fileio.write_text(
             fileio.join(workdir, checkpointing.RUN_CONFIG), json.dumps(resolved, indent=2, sort_keys=True)
@@ -368,7 +371,7 @@ def train_and_evaluate(
     training = build_training(config, mesh)
     task, tracing = training.task, training.tracing
     state_sharding, abstract_state = training.state_sharding, training.abstract_state
-    resolved_config = _write_config(config, workdir, task.architecture)
+    resolved_config = _write_config(config, workdir, task)
 
     # --- Input.
     train_iter = input_builder(

@@ -38,7 +38,7 @@ class Task:
         then `eval_report` over the pass: decoding, WER/CER, accuracy).
 
     Attributes set by the default `__init__`:
-      model_config: `Wav2Vec2Config` from `config.model`.
+      model_config: `Wav2Vec2Config` from `config.model` and the task's resolved fields.
       model: the flax module of `architecture`.
       init_samples: audio length (samples) of the batch used only to build parameter shapes.
     """
@@ -49,11 +49,19 @@ class Task:
     rng_streams: ClassVar[tuple[str, ...]] = ("dropout", "mask")
     host_eval: ClassVar[bool] = False
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        """Builds `architecture` from `config.model`; `config.train.init_num_samples` sizes the init batch."""
+    model_config = None  # set by __init__; None for a task without a Wav2Vec2 model
+
+    def __init__(self, config: ml_collections.ConfigDict, **model_overrides: Any):
+        """Builds `architecture` from `config.model`; `config.train.init_num_samples` sizes the init batch.
+
+        Args:
+          config: the run config.
+          **model_overrides: model fields the task resolves itself (e.g. the CTC vocabulary size);
+            the trainer records the resolved model config in every checkpoint.
+        """
         from xlsr_jax import models  # heavy: import lazily
 
-        self.model_config = models.Wav2Vec2Config.from_dict(config.model.to_dict())
+        self.model_config = models.Wav2Vec2Config.from_dict({**config.model.to_dict(), **model_overrides})
         self.model = models.model_class(self.architecture)(self.model_config)
         self.init_samples = int(config.train.init_num_samples)
 

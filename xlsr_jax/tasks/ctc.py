@@ -48,22 +48,24 @@ class CtcTask(finetune.FinetuneTask):
     def __init__(self, config: ml_collections.ConfigDict):
         """Builds the vocabulary from `config.data`, the model from `config.model`.
 
+        `config.model.vocab_size` 0 means "the vocabulary's size" (the fine-tuning recipes); the
+        resolved size is what the model gets and what the checkpoints record.
+
         Raises:
-          ValueError: `config.model.vocab_size` differs from the vocabulary's size (set it, or
-            `data.vocabulary.path`, so checkpoints describe their own head).
+          ValueError: a non-zero `config.model.vocab_size` differs from the vocabulary's size.
         """
         self.vocabulary = vocabulary_for(config.data)
         self.languages = resolve_languages(config.data)
-        vocab_size = config.model.vocab_size
+        vocab_size = config.model.vocab_size or len(self.vocabulary)
         if vocab_size != len(self.vocabulary):
             raise ValueError(
-                f"config.model.vocab_size is {vocab_size} but the vocabulary of "
-                f"config.data has {len(self.vocabulary)} tokens; pass "
-                f"--config.model.vocab_size={len(self.vocabulary)} (configs/finetune/* compute it)"
+                f"config.model.vocab_size is {vocab_size} but the vocabulary of config.data has "
+                f"{len(self.vocabulary)} tokens; pass --config.model.vocab_size={len(self.vocabulary)} "
+                "(or 0: the vocabulary's size)"
             )
         if config.model.pad_token_id != self.vocabulary.blank_id:
             raise ValueError("model.pad_token_id must be the vocabulary's blank id (0)")
-        super().__init__(config)
+        super().__init__(config, vocab_size=vocab_size)
         self.report_examples = int(config.finetune.get("report_examples", 4))
 
     # --- Trainer interface.

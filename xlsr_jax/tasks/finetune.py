@@ -132,9 +132,9 @@ class FinetuneTask(Task):
 
     host_eval = True
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, **model_overrides: Any):
         """Reads the freezing settings (`finetune.freeze_finetune_updates`, `model.feature_grad_mult`)."""
-        super().__init__(config)
+        super().__init__(config, **model_overrides)
         self.freeze_updates = int(config.finetune.freeze_finetune_updates)
         self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
         self._jitted_eval_outputs = None
