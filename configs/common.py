@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

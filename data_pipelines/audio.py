@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 
 
 class AudioDecodeError(ValueError):

@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 
 DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")

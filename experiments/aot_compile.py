@@ -66,7 +66,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from xlsr_jax.models.config import SAMPLE_RATE  # noqa: E402
+from xlsr_jax.constants import SAMPLE_RATE  # noqa: E402
 
 GiB = 2**30
 

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xlsr_jax import fileio, pretrained
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.models import Wav2Vec2Model
-from xlsr_jax.models.config import SAMPLE_RATE
 
 CKPT_HELP = "exported checkpoint or training run (--workdir, checkpoints/, a step or params folder)"
 

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from xlsr_jax import checkpointing, fileio
-from xlsr_jax.models.config import ARCHITECTURES, SAMPLE_RATE, Wav2Vec2Config
+from xlsr_jax.constants import SAMPLE_RATE
+from xlsr_jax.models.config import ARCHITECTURES, Wav2Vec2Config
 
 log = logging.getLogger(__name__)
 

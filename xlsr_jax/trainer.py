@@ -31,7 +31,7 @@ import optax
 
 from xlsr_jax import checkpointing, fileio, sharding, tasks
 from xlsr_jax import metrics as metrics_lib
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.tasks import Task
 
 log = logging.getLogger("xlsr_jax.train")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 
 log = logging.getLogger("xlsr_jax.transcribe")
 

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
 from xlsr_jax.convert.configs import ConfigError
 from xlsr_jax.convert.params import CheckpointMismatchError
 from xlsr_jax.convert.torch_pickle import UnsafeCheckpointError
-from xlsr_jax.models.config import SAMPLE_RATE, Wav2Vec2Config
+from xlsr_jax.models.config import Wav2Vec2Config
 
 __all__ = [
     "CheckpointMismatchError",

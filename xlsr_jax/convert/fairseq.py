@@ -16,16 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, tables
 from xlsr_jax.convert.params import CheckpointMismatchError
-from xlsr_jax.models.config import SAMPLE_RATE
 
 # Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
 # fine-tuned files still carry them. They are dropped when converting a CTC model.
 _PRETRAINING_ONLY = re.compile(r"(quantizer\.|project_q\.|final_proj\.|target_glu\.).*")
-
-# fairseq Dictionary: these four symbols precede the file's entries (fairseq/data/dictionary.py).
-FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
 def read_fairseq_dictionary(path: str | os.PathLike) -> dict[str, int]:

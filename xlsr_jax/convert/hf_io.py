@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from xlsr_jax.models.config import SAMPLE_RATE
+from xlsr_jax.constants import SAMPLE_RATE
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

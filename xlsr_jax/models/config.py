@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-# Hz: the input rate of every wav2vec 2.0 / XLSR / XLS-R model (wav2vec 2.0 paper, Baevski et al.
-# 2020, section 4.1: "16 kHz"; fairseq `task.sample_rate: 16000`; HF `sampling_rate: 16000`).
-SAMPLE_RATE = 16000
 
 # The model classes a checkpoint can hold, by their transformers names: what `xlsr_jax.pretrained`
 # records in model.json, what the trainer's tasks train, and what `xlsr_jax.convert` maps
@@ -233,8 +228,3 @@ def get_preset(name: str, **overrides) -> Wav2Vec2Config:
     if name not in presets:
         raise ValueError(f"unknown model preset {name!r}; choose from {sorted(presets)}")
     return dataclasses.replace(presets[name], **overrides)
-
-
-def conv_layer_specs(config: Wav2Vec2Config) -> Sequence[tuple[int, int, int]]:
-    """(channels, kernel, stride) for each conv layer of the feature encoder."""
-    return list(zip(config.conv_dim, config.conv_kernel, config.conv_stride))

@@ -27,8 +27,7 @@ def resolve_languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
         return list(data_cfg.languages)
     from data_pipelines import pipeline
 
-    # The same rule the pipeline applies (sorted languages of the train split's sources).
-    return pipeline._languages(data_cfg, lambda: pipeline._load_sources(data_cfg, "train"))
+    return pipeline.languages(data_cfg)  # the rule the pipeline applies
 
 
 def vocabulary_for(data_cfg: ml_collections.ConfigDict):

@@ -29,3 +29,11 @@ def import_tf():
         pass  # runtime already initialised by someone else; nothing left to hide
     _TF = tf
     return tf
+
+
+def import_tfds():
+    """Returns `tensorflow_datasets`, with TensorFlow imported first through `import_tf`."""
+    import_tf()  # CPU-only, quiet, before TFDS pulls TensorFlow in
+    import tensorflow_datasets as tfds
+
+    return tfds
