@@ -39,7 +39,7 @@ setup(
         # experiments/benchmark_input.py compares the pipeline's soundfile + soxr decoding against.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "librosa>=0.11,<0.12"],
         # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
-        # (experiments/aot_compile.py, tests/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
+        # (experiments/aot_compile.py, tests/training/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         # experiments/notebooks/ and tests/test_notebooks.py: nbclient + nbformat execute the notebooks
         # in an ipykernel kernel; matplotlib draws their plots; scikit-learn gives the representations

@@ -1,4 +1,4 @@
-"""Shared fine-tuning runs for tests/test_finetune.py and tests/test_transcribe.py.
+"""Shared fine-tuning runs for tests/tasks/test_finetune.py and tests/test_transcribe.py.
 
 Each run trains once per test session: its results are kept under pytest's session base temp
 directory, and a module that asks again loads them from there instead of training again.

@@ -162,6 +162,7 @@ def test_eval_reports_and_read_config_on_the_bucket(bucket):
         checkpointing.read_config("gs://bucket/nothing")
 
 
+@pytest.mark.slow
 def test_trainer_run_and_resume_on_gs_workdir(tmp_path):
     """A tiny run with workdir gs://bucket/run writes everything to the bucket and resumes."""
     root, cwd = tmp_path / "gcs", tmp_path / "cwd"

@@ -13,17 +13,20 @@ import os
 import pathlib
 import sys
 
+import pytest
+
 # libtpu holds /tmp/libtpu_lockfile per process; another test process or a compile elsewhere on
 # the host must not make this one fail. Must be set before libtpu is first loaded.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # compiles the train step for TPU topologies
 
 pytest.importorskip("libtpu", reason="libtpu is not installed: pip install -c constraints.txt -e '.[tpu]'")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOPOLOGY = "v5e:2x2"  # 4 chips: a (data=2, fsdp=2) mesh
 ROWS, SAMPLES = 4, 4000  # one 0.25 s row per chip
 MIN_SHARDED_SIZE = 2048  # elements (per layer) from which a tensor must be split by FSDP

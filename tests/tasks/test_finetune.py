@@ -12,8 +12,11 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from tests.finetune_testlib import ctc_run, lid_run  # noqa: F401 - pytest fixtures
+
+pytestmark = pytest.mark.slow  # hundreds of fine-tuning updates
 
 
 def _flat(tree, prefix=()):

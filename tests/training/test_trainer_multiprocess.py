@@ -6,7 +6,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.trainer_testlib import REPO, compile_cache_env, read_metrics
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # several JAX processes training together
 
 
 def _free_port() -> int:

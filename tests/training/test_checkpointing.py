@@ -73,6 +73,7 @@ def test_restore_params_partial_subtree(tmp_path):
         checkpointing.restore_params(str(tmp_path / "missing"), only_encoder)
 
 
+@pytest.mark.slow
 def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
     # Save with parameters FSDP-sharded 8 ways in a separate 8-device process.
     out = run_with_devices(

@@ -18,6 +18,8 @@ from tests.trainer_testlib import tiny_config, synthetic_builder
 from xlsr_jax import trainer, checkpointing
 """
 
+pytestmark = pytest.mark.slow  # tiny-model training runs in subprocesses
+
 
 @pytest.fixture(scope="session")
 def jax_cache(tmp_path_factory):
