@@ -6,6 +6,8 @@ import os
 
 import ml_collections
 
+from xlsr_jax.constants import SAMPLE_RATE
+
 DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")
 
@@ -36,8 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.sampling_alpha = 0.5
     # Same exponent across corpora of one language (XLS-R samples datasets this way too).
     c.corpus_alpha = 0.5
-    # Audio is resampled to this rate (the models are 16 kHz).
-    c.sample_rate = 16000
+    # Hz; audio is resampled to this rate (must be the models' SAMPLE_RATE, 16 kHz).
+    c.sampling_rate = SAMPLE_RATE
     # Zero-mean unit-variance per utterance: True for the layer-norm extractor (XLSR, XLS-R),
     # False for the group-norm base model (fairseq `normalize`).
     c.normalize = True
@@ -93,10 +95,16 @@ def demo_corpus_config(task: str = "pretrain", batch_size: int = 8) -> ml_collec
     learns something from it in minutes on CPU.
 
     Args:
-      task: "pretrain" | "ctc" | "lid" (ctc and lid keep whole utterances up to 6 s).
+      task: "pretrain" | "ctc" | "lid" | "st" (ctc, lid and st keep whole utterances up to 6 s;
+        st reads the corpus as CoVoST-2, X -> English, from its shipped `covost/` files).
       batch_size: global batch size.
     """
     c = default_config()
+    if task == "st":
+        covost_dir = os.path.join(DEMO_CORPUS_DIR, "covost")  # data_pipelines.covost.DEMO_SUBDIR
+        c.sources = [{"type": "covost", "path": covost_dir, "clips": DEMO_CORPUS_DIR, "pairs": []}]
+        c.target.tokenizer = os.path.join(covost_dir, "sentencepiece.bpe.model")
+        c.target.max_length = 32  # the longest demo translation is 29 tokens
     c.min_sample_size = 8000  # 0.5 s
     c.max_sample_size = 96000 if task != "pretrain" else 48000  # 6 s / 3 s crops
     c.bucket_boundaries = [16000, 24000, 32000, 48000, 64000, 96000]

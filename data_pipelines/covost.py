@@ -10,31 +10,27 @@ Source config (a dict in `data.sources`):
   clips: the Common Voice release folder (`<locale>/clips/`) or one `clips/` folder
   pairs: language pairs to read, e.g. ["es_en", "ru_en"] (empty = every pair in `path`)
 
-The `Source` has the translations as its transcripts, the source locale as its language, and
-two extra columns: `target_languages` (locale per utterance) and `source_texts`. Rows without a
-translation are counted and skipped; missing clips fail at start, listed (as Common Voice).
+`data_pipelines.sources.covost_source` reads it: the `Source` has the translations as its
+transcripts, the source locale as its language, and two extra columns: `target_languages`
+(locale per utterance) and `source_texts`. Rows without a translation are counted and skipped;
+missing clips fail at start, listed (as Common Voice). This module holds the file format.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import logging
 import os
 import re
-from collections.abc import Mapping
 
-from data_pipelines import sources
 from data_pipelines.demo_sentences import SENTENCES, TRANSLATIONS_EN
-
-logger = logging.getLogger(__name__)
 
 TSV_PATTERN = "covost_v2.{pair}.{split}.tsv"
 _TSV_RE = re.compile(r"covost_v2\.(?P<src>[^._]+)_(?P<tgt>[^._]+)\.(?P<split>[a-z]+)\.tsv$")
 COLUMNS = ("path", "sentence", "translation", "client_id")
 
 
-def _pairs(path: str, split: str, wanted) -> list[tuple[str, str, str]]:
+def find_pairs(path: str, split: str, wanted) -> list[tuple[str, str, str]]:
     """(src, tgt, tsv path) for each requested pair present for `split`."""
     found = {}
     for tsv in sorted(glob.glob(os.path.join(path, f"covost_v2.*.{split}.tsv"))):
@@ -52,7 +48,8 @@ def _pairs(path: str, split: str, wanted) -> list[tuple[str, str, str]]:
     return list(found.values())
 
 
-def _clips_dir(root: str, locale: str) -> str:
+def clips_dir(root: str, locale: str) -> str:
+    """The folder of `locale`'s clips: `<root>/<locale>/clips`, `<root>/clips` or `root` itself."""
     for candidate in (os.path.join(root, locale, "clips"), os.path.join(root, "clips"), root):
         if os.path.isdir(candidate):
             return candidate
@@ -71,48 +68,6 @@ def read_tsv(tsv: str) -> list[dict[str, str]]:
         if missing:
             raise ValueError(f"{tsv}: missing column(s) {missing}; expected {list(COLUMNS)}")
         return list(reader)
-
-
-def covost_source(cfg: Mapping, split: str) -> sources.Source:
-    """The `Source` of one split over the configured language pairs (see the module docstring)."""
-    paths, lengths, langs, targets, target_langs, texts = [], [], [], [], [], []
-    for src, tgt, tsv in _pairs(cfg["path"], sources._split_name(cfg, split), list(cfg.get("pairs") or [])):
-        clips = _clips_dir(cfg.get("clips") or cfg["path"], src)
-        rows = read_tsv(tsv)
-        kept = [r for r in rows if (r.get("translation") or "").strip()]
-        if len(kept) < len(rows):
-            logger.warning("%s: %d of %d rows have no translation, skipped", tsv, len(rows) - len(kept), len(rows))
-        clip_paths = [os.path.join(clips, r["path"]) for r in kept]
-        sources._check_exist(clip_paths, f"CoVoST-2 {tsv}")
-        durations = _clip_durations(os.path.dirname(clips))
-        if all(r["path"] in durations for r in kept):
-            lengths += [durations[r["path"]] * sources.SR // 1000 for r in kept]
-        else:
-            lengths += list(sources._probe_lengths(clip_paths))
-        paths += clip_paths
-        langs += [src] * len(kept)
-        target_langs += [tgt] * len(kept)
-        targets += [r["translation"] for r in kept]
-        texts += [r.get("sentence") or "" for r in kept]
-    source = sources.Source(
-        f"covost:{cfg['path']}:{split}", langs, lengths, targets, paths, sources._file_loader(paths)
-    )
-    source.target_languages = target_langs
-    source.source_texts = texts
-    return source
-
-
-def _clip_durations(locale_dir: str) -> dict[str, int]:
-    """Common Voice's clip_durations.tsv (clip -> milliseconds), when the release has it."""
-    path = os.path.join(locale_dir, "clip_durations.tsv")
-    out: dict[str, int] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            next(f)
-            for line in f:
-                clip, ms = line.rstrip("\n").split("\t")
-                out[clip] = int(ms)
-    return out
 
 
 def write_demo_covost(corpus_dir: str, out_dir: str, target: str = "en") -> list[str]:
@@ -143,3 +98,23 @@ def write_demo_covost(corpus_dir: str, out_dir: str, target: str = "en") -> list
                     f.write("\t".join((r["path"], r["sentence"], table[r["sentence"]], r["client_id"])) + "\n")
             written.append(out)
     return written
+
+
+DEMO_SUBDIR = "covost"  # <demo corpus>/covost/: the CoVoST-2 files of the demo corpus
+DEMO_TOKENIZER = "sentencepiece.bpe.model"
+DEMO_TOKENIZER_PIECES = 200  # pieces of the demo's target sentencepiece model (its vocabulary: + 54)
+
+
+def write_demo_translation_files(corpus_dir: str) -> list[str]:
+    """The demo corpus's translation files: CoVoST-2 tsvs (`write_demo_covost`) and a small
+    target sentencepiece model trained on the English translations, under `<corpus>/covost/`.
+    `make_demo_corpus.py` calls this after synthesising the audio; the files are shipped."""
+    from data_pipelines import translation
+
+    out = os.path.join(corpus_dir, DEMO_SUBDIR)
+    written = write_demo_covost(corpus_dir, out)
+    sentences = [t for locale in sorted(TRANSLATIONS_EN) for t in TRANSLATIONS_EN[locale]]
+    model = translation.train_sentencepiece(sentences, DEMO_TOKENIZER_PIECES)
+    with open(os.path.join(out, DEMO_TOKENIZER), "wb") as f:
+        f.write(model)
+    return [*written, os.path.join(out, DEMO_TOKENIZER)]

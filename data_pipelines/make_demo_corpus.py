@@ -37,8 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_pipelines.demo_sentences import ESPEAK_VOICES, SENTENCES
+from xlsr_jax.constants import SAMPLE_RATE  # noqa: E402
 
-SAMPLE_RATE = 16000
 # espeak-ng voice variants that still sound like speech (robots, whisper and croak left out).
 VARIANTS = [
     "m1",
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--languages", nargs="*", default=None, help="locales (default: all)")
     args = parser.parse_args(argv)
     seconds = make_corpus(args.out, args.seed, args.languages)
+    from data_pipelines import covost
+
+    covost.write_demo_translation_files(args.out)  # CoVoST-2 layout + target tokenizer
     for locale, s in seconds.items():
         print(f"{locale}: {s:.1f} s")
     print(f"total: {sum(seconds.values()) / 60:.1f} min in {args.out}")

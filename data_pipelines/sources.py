@@ -27,47 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import tfrecord
+from data_pipelines import covost, tfrecord
+from data_pipelines.source import UNKNOWN_LANGUAGE, Source
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
-UNKNOWN_LANGUAGE = "und"  # ISO 639 "undetermined"
+SR = audio_lib.SAMPLE_RATE
 _MAX_LISTED = 20
 
 csv.field_size_limit(1 << 24)
-
-
-class Source:
-    """One corpus split: metadata columns plus on-demand loading of utterance i.
-
-    Attributes:
-      name: short description for logs.
-      languages: list[str] [n], language code per utterance.
-      num_samples: int64 [n], length at 16 kHz (estimated from metadata).
-      transcripts: list[str] [n] or None when the corpus has no text.
-      ids: list[str] [n], path or key per utterance (for skip reports).
-    """
-
-    def __init__(self, name, languages, num_samples, transcripts, ids, loader):
-        self.name = name
-        self.languages = list(languages)
-        self.num_samples = np.asarray(num_samples, dtype=np.int64)
-        self.transcripts = None if transcripts is None else list(transcripts)
-        self.ids = list(ids)
-        self._loader = loader
-        n = len(self.ids)
-        if not (len(self.languages) == len(self.num_samples) == n) or (
-            self.transcripts is not None and len(self.transcripts) != n
-        ):
-            raise ValueError(f"{name}: metadata columns have different lengths")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, i: int) -> np.ndarray:
-        """Decodes utterance i: float32 [samples] mono at 16 kHz; raises AudioDecodeError."""
-        return self._loader(int(i))
 
 
 def _split_name(cfg: Mapping, split: str) -> str:
@@ -253,11 +221,11 @@ def mls_source(cfg: Mapping, split: str) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# TFRecord (written by `tfrecord.write_tfrecords`) and TFDS
+# TFRecord (written by `tfrecord_writer.write_tfrecords`) and TFDS
 
 
 def tfrecord_source(cfg: Mapping, split: str) -> Source:
-    """TFRecord shards written by `data_pipelines.tfrecord.write_tfrecords`:
+    """TFRecord shards written by `data_pipelines.tfrecord_writer.write_tfrecords`:
     `<path>/<split>-*.tfrecord` (or `path` as a glob), read by random access through the
     per-shard `.index.json` the writer leaves next to each shard."""
     path = cfg["path"]
@@ -281,16 +249,51 @@ def tfds_source(cfg: Mapping, split: str) -> Source:
     """Any TFDS dataset with an audio feature, by random access (`tfds.data_source`, so it must be
     prepared in ArrayRecord format, the default of `tfds_builder.SpeechCorpus`). The first use
     reads every example once to learn lengths, languages and transcripts."""
-    from data_pipelines import tfds_builder
+    from data_pipelines import tfds_reader
 
-    return tfds_builder.tfds_source(cfg, _split_name(cfg, split))
+    return tfds_reader.tfds_source(cfg, _split_name(cfg, split))
 
 
 def covost_source(cfg: Mapping, split: str) -> Source:
-    """CoVoST-2 translation tsv files over Common Voice clips (see `data_pipelines.covost`)."""
-    from data_pipelines import covost
+    """CoVoST-2 translation tsv files over Common Voice clips (`data_pipelines.covost`): the
+    translations are the transcripts, the source locale the language, plus the columns
+    `target_languages` and `source_texts`. Rows without a translation are counted and skipped."""
+    paths, lengths, langs, targets, target_langs, texts = [], [], [], [], [], []
+    for src, tgt, tsv in covost.find_pairs(cfg["path"], _split_name(cfg, split), list(cfg.get("pairs") or [])):
+        clips = covost.clips_dir(cfg.get("clips") or cfg["path"], src)
+        rows = covost.read_tsv(tsv)
+        kept = [r for r in rows if (r.get("translation") or "").strip()]
+        if len(kept) < len(rows):
+            logger.warning("%s: %d of %d rows have no translation, skipped", tsv, len(rows) - len(kept), len(rows))
+        clip_paths = [os.path.join(clips, r["path"]) for r in kept]
+        _check_exist(clip_paths, f"CoVoST-2 {tsv}")
+        durations = _clip_durations(os.path.dirname(clips))
+        if all(r["path"] in durations for r in kept):
+            lengths += [durations[r["path"]] * SR // 1000 for r in kept]
+        else:
+            lengths += list(_probe_lengths(clip_paths))
+        paths += clip_paths
+        langs += [src] * len(kept)
+        target_langs += [tgt] * len(kept)
+        targets += [r["translation"] for r in kept]
+        texts += [r.get("sentence") or "" for r in kept]
+    source = Source(f"covost:{cfg['path']}:{split}", langs, lengths, targets, paths, _file_loader(paths))
+    source.target_languages = target_langs
+    source.source_texts = texts
+    return source
 
-    return covost.covost_source(cfg, split)
+
+def _clip_durations(locale_dir: str) -> dict[str, int]:
+    """Common Voice's clip_durations.tsv (clip -> milliseconds), when the release has it."""
+    path = os.path.join(locale_dir, "clip_durations.tsv")
+    out: dict[str, int] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            next(f)
+            for line in f:
+                clip, ms = line.rstrip("\n").split("\t")
+                out[clip] = int(ms)
+    return out
 
 
 READERS = {

@@ -13,6 +13,7 @@ from tests.st_testlib import tiny_translation_export
 from tests.trainer_testlib import REPO
 
 pytest.importorskip("sentencepiece", reason="needs the translation extra: pip install -e '.[translation]'")
+pytestmark = pytest.mark.integration  # the CLI in a subprocess
 
 
 def _clip(lang: str, row: int) -> str:

@@ -302,7 +302,7 @@ def test_demo_corpus_config_all_tasks():
         assert pipe.languages == list(data_pipelines.DEMO_LANGUAGES)
         batch = next(pipe)
         assert batch["audio"].shape[0] == 4
-        assert ("labels" in batch) == (task == "ctc")
+        assert ("labels" in batch) == (task in ("ctc", "st"))
     assert pipe.num_batches >= 80 // 4
 
 
@@ -329,7 +329,7 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
     code = (
         "import sys, data_pipelines\n"
         "assert 'tensorflow' not in sys.modules, 'importing data_pipelines must not load TF'\n"
-        "from data_pipelines._tf import import_tf\n"
+        "from data_pipelines.tf_runtime import import_tf\n"
         "tf = import_tf()\n"
         "assert tf.config.get_visible_devices('GPU') == []\n"
         "print('ok')\n"
