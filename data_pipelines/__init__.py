@@ -42,7 +42,7 @@ from data_pipelines.config import (
     default_config,
     demo_corpus_config,
 )
-from data_pipelines.pipeline import TASKS, InputPipeline, build_input, build_vocabulary
+from data_pipelines.pipeline import TASKS, InputPipeline, build_input, build_target_tokenizer, build_vocabulary
 from data_pipelines.text import Vocabulary, normalize_text
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "InputPipeline",
     "Vocabulary",
     "build_input",
+    "build_target_tokenizer",
     "build_vocabulary",
     "default_config",
     "demo_corpus_config",

@@ -74,13 +74,17 @@ class GenerationOutput(NamedTuple):
     scores: jax.Array  # float32 [batch]: beam score (length-penalised) or greedy sum of log-probs
 
 
-def _process(log_probs: jax.Array, cur_len: jax.Array, gen: GenerationConfig) -> jax.Array:
-    """HF's ForcedBOS / ForcedEOS processors on [rows, vocab] scores for position cur_len."""
+def _process(log_probs: jax.Array, cur_len: jax.Array, gen: GenerationConfig, forced_bos=None) -> jax.Array:
+    """HF's ForcedBOS / ForcedEOS processors on [rows, vocab] scores for position cur_len;
+    `forced_bos` (int [rows]) forces a token per row instead of gen.forced_bos_token_id."""
 
     def force(scores, token):
         return jnp.full_like(scores, -jnp.inf).at[:, token].set(0.0)
 
-    if gen.forced_bos_token_id is not None:
+    if forced_bos is not None:
+        per_row = jnp.where(jnp.arange(log_probs.shape[-1])[None, :] == forced_bos[:, None], 0.0, -jnp.inf)
+        log_probs = jnp.where(cur_len == 1, per_row, log_probs)
+    elif gen.forced_bos_token_id is not None:
         log_probs = jnp.where(cur_len == 1, force(log_probs, gen.forced_bos_token_id), log_probs)
     if gen.forced_eos_token_id is not None:
         log_probs = jnp.where(cur_len == gen.max_length - 1, force(log_probs, gen.forced_eos_token_id), log_probs)
@@ -94,7 +98,9 @@ def _check(model, gen: GenerationConfig) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "gen"))
-def generate(model, params, audio: jax.Array, padding_mask: jax.Array | None, gen: GenerationConfig):
+def generate(
+    model, params, audio: jax.Array, padding_mask: jax.Array | None, gen: GenerationConfig, forced_bos=None
+) -> GenerationOutput:
     """Translates a batch: greedy when gen.num_beams == 1, else beam search.
 
     Args:
@@ -102,6 +108,8 @@ def generate(model, params, audio: jax.Array, padding_mask: jax.Array | None, ge
       params: its parameters.
       audio: float [batch, samples]; padding_mask: bool [batch, samples], True at padding (or None).
       gen: `GenerationConfig` (static).
+      forced_bos: optional int [batch]: the first generated token of each row (its target
+        language, for a batch that mixes them); overrides gen.forced_bos_token_id.
     Returns:
       `GenerationOutput`; sequences start with decoder_start_token_id, as HF's.
     """
@@ -109,8 +117,8 @@ def generate(model, params, audio: jax.Array, padding_mask: jax.Array | None, ge
     variables = {"params": params}
     hidden, frame_padding = model.apply(variables, audio, padding_mask, method="encode")
     if gen.num_beams == 1:
-        return _greedy(model, variables, hidden, frame_padding, gen)
-    return _beam_search(model, variables, hidden, frame_padding, gen)
+        return _greedy(model, variables, hidden, frame_padding, gen, forced_bos)
+    return _beam_search(model, variables, hidden, frame_padding, gen, forced_bos)
 
 
 def _step(model, variables, tokens: jax.Array, cache: DecoderCache):
@@ -118,7 +126,7 @@ def _step(model, variables, tokens: jax.Array, cache: DecoderCache):
     return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1), cache  # [rows, vocab]
 
 
-def _greedy(model, variables, hidden, frame_padding, gen: GenerationConfig) -> GenerationOutput:
+def _greedy(model, variables, hidden, frame_padding, gen: GenerationConfig, forced_bos=None) -> GenerationOutput:
     batch = hidden.shape[0]
     cache = model.apply(variables, hidden, frame_padding, gen.max_length, method="init_cache")
     sequences = jnp.full((batch, gen.max_length), gen.pad_token_id, jnp.int32)
@@ -139,7 +147,7 @@ def _greedy(model, variables, hidden, frame_padding, gen: GenerationConfig) -> G
     def body(state):
         sequences, unfinished, lengths, scores, cur_len, cache = state
         log_probs, cache = _step(model, variables, sequences[:, cur_len - 1], cache)
-        log_probs = _process(log_probs, cur_len, gen)
+        log_probs = _process(log_probs, cur_len, gen, forced_bos)
         token = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
         scores = scores + jnp.where(unfinished, jnp.take_along_axis(log_probs, token[:, None], 1)[:, 0], 0.0)
         token = jnp.where(unfinished, token, gen.pad_token_id)
@@ -158,7 +166,7 @@ def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x, index, axis=1)
 
 
-def _beam_search(model, variables, hidden, frame_padding, gen: GenerationConfig) -> GenerationOutput:
+def _beam_search(model, variables, hidden, frame_padding, gen: GenerationConfig, forced_bos=None) -> GenerationOutput:
     """transformers' vectorised beam search (generation/utils.py `_beam_search`), one EOS token."""
     batch, n, L = hidden.shape[0], gen.num_beams, gen.max_length
     keep = 2 * n  # beams_to_keep = max(2, 1 + number of EOS tokens) * num_beams
@@ -183,6 +191,8 @@ def _beam_search(model, variables, hidden, frame_padding, gen: GenerationConfig)
         cache=cache,
     )
     top_n_mask = jnp.arange(keep) < n
+    if forced_bos is not None:
+        forced_bos = jnp.repeat(forced_bos, n)  # one per beam row
 
     def cond(s):
         improvement_possible = jnp.any(s["unsatisfied"])
@@ -193,7 +203,7 @@ def _beam_search(model, variables, hidden, frame_padding, gen: GenerationConfig)
         cur_len = s["cur_len"]
         tokens = jax.lax.dynamic_index_in_dim(s["running"], cur_len - 1, axis=2, keepdims=False)  # [batch, n]
         log_probs, cache = _step(model, variables, tokens.reshape(-1), s["cache"])
-        log_probs = _process(log_probs, cur_len, gen)
+        log_probs = _process(log_probs, cur_len, gen, forced_bos)
         vocab = log_probs.shape[-1]
         total = log_probs.reshape(batch, n, vocab) + s["running_scores"][:, :, None]
         top_scores, top_index = jax.lax.top_k(total.reshape(batch, n * vocab), keep)  # [batch, keep]
