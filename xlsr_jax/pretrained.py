@@ -278,12 +278,26 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
     meta = {
         "architecture": architecture,
         "config": {k: v for k, v in run["model"].items() if k in names},
-        "generation": run.get("generation") or {},
+        "generation": _run_generation(run),
         "hf_extras": {},
         "vocab": None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
     return meta, run
+
+
+def _run_generation(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A translation run's evaluation search (`st` section) as generation settings, with its
+    target language's token forced first (the run's data.target.language)."""
+    st = run.get("st") or {}
+    if not st:
+        return {}
+    out = {"num_beams": st.get("eval_beams", 1), "max_length": st.get("eval_max_length", 200)}
+    out["length_penalty"] = st.get("eval_length_penalty", 1.0)
+    language = ((run.get("data") or {}).get("target") or {}).get("language")
+    if language:
+        out["target_language"] = language  # resolved to a token id by the tokenizer's user
+    return out
 
 
 def _numpy_target(tree: Any) -> Any:

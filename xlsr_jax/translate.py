@@ -4,9 +4,11 @@
 
 Prints one line per file, in the order given: `<path>\t<translation>`. DIR is an exported
 translation checkpoint (`python -m xlsr_jax.convert hf-to-orbax` of a transformers
-SpeechEncoderDecoderModel folder such as facebook/wav2vec2-xls-r-300m-21-to-en, or one written
-by training); its tokenizer (DIR/tokenizer/sentencepiece.bpe.model) turns ids into text, and its
-generation settings (generation_config.json's) are the defaults that the flags override.
+SpeechEncoderDecoderModel folder such as facebook/wav2vec2-xls-r-300m-21-to-en) or an `st`
+training run (workdir, checkpoints/, a step); its tokenizer (DIR/tokenizer/sentencepiece.bpe.model,
+or the run's data.target.tokenizer) turns ids into text, and its generation settings (the
+export's generation_config.json, the run's `st` evaluation search and target language) are the
+defaults that the flags override.
 
 `--tgt_lang` (a locale such as `de` or an mBART-50 code such as `de_DE`) forces the target
 language token as the first generated token; without it, the checkpoint's forced token is used.
@@ -18,15 +20,12 @@ Files are sorted by length and padded to whole seconds, so generation compiles o
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from xlsr_jax.transcribe import batches, build_parser, load_inputs
 
 log = logging.getLogger("xlsr_jax.translate")
-
-SPM_FILE = "sentencepiece.bpe.model"
 
 
 class Translator:
@@ -57,18 +56,28 @@ class Translator:
                 f"{ckpt}: a {self.loaded.architecture} checkpoint, not a translation model "
                 "(use python -m xlsr_jax.transcribe for CTC)"
             )
-        spm = fileio.join(self.loaded.tokenizer_dir or os.path.join(ckpt, pretrained.TOKENIZER_DIR), SPM_FILE)
-        if not fileio.isfile(spm):
-            raise ValueError(f"{ckpt}: no target tokenizer ({spm}); convert the model with its tokenizer files")
+        spm = self.loaded.target_tokenizer_file()
+        if not spm or not fileio.isfile(spm):
+            raise ValueError(
+                f"{ckpt}: no target tokenizer ({spm or 'none recorded'}); export it with its tokenizer files"
+            )
         self.tokenizer = translation.TargetTokenizer(spm)
+        settings = dict(self.loaded.generation or {})
+        # A training run records its target language; an export its forced token id.
+        tgt_lang = tgt_lang or settings.pop("target_language", None)
         overrides = {"num_beams": beam, "max_length": max_length}
         if tgt_lang:
             overrides["forced_bos_token_id"] = self.tokenizer.language_id(tgt_lang)
-        settings = dict(self.loaded.generation or {})
         # No longer than the decoder's position table (an export without generation settings).
         positions = self.loaded.config.decoder.max_position_embeddings
         settings["max_length"] = min(int(settings.get("max_length") or positions), positions)
-        self.gen = generation.GenerationConfig.from_hf(settings, **overrides)
+        cfg = self.loaded.config
+        tokens = {
+            "decoder_start_token_id": cfg.decoder_start_token_id,
+            "eos_token_id": cfg.eos_token_id,
+            "pad_token_id": cfg.pad_token_id,
+        }
+        self.gen = generation.GenerationConfig.from_hf({**tokens, **settings}, **overrides)
         self.batch_size = batch_size
         self.model = self.loaded.model()
         self.params = jax.device_put(self.loaded.params)

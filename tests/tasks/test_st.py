@@ -84,3 +84,41 @@ def test_eval_outputs_and_report_per_pair(setup, tmp_path):
     assert {"bleu", "chrf"} | {f"bleu/{p}" for p in pairs} <= set(metrics)
     report = json.loads((tmp_path / "eval" / "st_7.json").read_text())
     assert report["step"] == 7 and set(report["pairs"]) == pairs | {"all"} and report["examples"]
+
+
+@pytest.mark.slow
+def test_trained_run_translates_and_exports(tmp_path):
+    """A short `st` run: eval reports BLEU, the run translates files and converts to transformers."""
+    import json
+    import os
+
+    import data_pipelines
+    from configs.finetune import demo_st
+    from xlsr_jax import trainer
+    from xlsr_jax.convert.__main__ import main as convert_main
+    from xlsr_jax.translate import Translator
+
+    config = demo_st.get_config("steps=12,batch=4,langs=es")
+    config.eval.every_steps = 12
+    config.ckpt.every_steps = 12
+    config.train.progress_bar = False
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(config, workdir)
+    report = json.loads((tmp_path / "run" / "eval" / "st_12.json").read_text())
+    assert set(report["pairs"]) == {"es_en", "all"}
+
+    with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, "es", "test.tsv"), encoding="utf-8") as f:
+        clip = os.path.join(data_pipelines.DEMO_CORPUS_DIR, "es", "clips", f.readlines()[1].split("\t")[1])
+    translator = Translator(workdir, batch_size=1)
+    assert translator.gen.forced_bos_token_id == translator.tokenizer.language_id("en")
+    assert translator.gen.max_length == 32 and translator.gen.num_beams == 1  # the run's eval search
+    texts, errors = translator([clip])
+    assert errors == [] and isinstance(texts[0], str)
+
+    transformers = pytest.importorskip("transformers", reason="export check needs transformers (the torch extra)")
+    assert convert_main(["orbax-to-hf", workdir, str(tmp_path / "hf")]) == 0
+    hf = transformers.SpeechEncoderDecoderModel.from_pretrained(tmp_path / "hf")
+    assert hf.config.decoder.vocab_size == translator.tokenizer.vocab_size
+    gen = transformers.GenerationConfig.from_pretrained(tmp_path / "hf")
+    assert gen.forced_bos_token_id == translator.tokenizer.language_id("en")
+    assert (tmp_path / "hf" / "sentencepiece.bpe.model").is_file()

@@ -250,15 +250,27 @@ def _translation_to_hf(loaded, out_folder, overwrite) -> str:
         ),
     }
     if loaded.generation:
-        files[hf_io.GENERATION] = {
-            **{k: v for k, v in loaded.generation.items() if v is not None},
-            "bos_token_id": config.bos_token_id,
-        }
+        from xlsr_jax import generation
+
+        settings = dict(loaded.generation)
+        language = settings.pop("target_language", None)  # a training run's target language
+        if language and loaded.target_tokenizer_file():
+            from data_pipelines import translation
+
+            settings["forced_bos_token_id"] = translation.TargetTokenizer(loaded.target_tokenizer_file()).language_id(
+                language
+            )
+        tokens = {"decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id}
+        gen = generation.GenerationConfig.from_hf({**tokens, "pad_token_id": config.pad_token_id, **settings})
+        files[hf_io.GENERATION] = {**gen.to_hf(), "bos_token_id": config.bos_token_id}
     binary = {}
     if loaded.tokenizer_dir:
         for name in fileio.listdir(loaded.tokenizer_dir):
             with open(fileio.join(loaded.tokenizer_dir, name), "rb") as f:
                 binary[name] = f.read()
+    elif loaded.target_tokenizer_file():  # a training run: its data.target.tokenizer
+        with open(loaded.target_tokenizer_file(), "rb") as f:
+            binary[pretrained.TOKENIZER_MODEL] = f.read()
     return hf_io.write_hf_folder(
         out_folder, hf_config, state, json_files=files, binary_files=binary, overwrite=overwrite
     )
