@@ -122,3 +122,18 @@ def test_trained_run_translates_and_exports(tmp_path):
     gen = transformers.GenerationConfig.from_pretrained(tmp_path / "hf")
     assert gen.forced_bos_token_id == translator.tokenizer.language_id("en")
     assert (tmp_path / "hf" / "sentencepiece.bpe.model").is_file()
+
+
+def test_readme_recipe_variants_build():
+    """The README's covost2 variants build (no file is read), 1B/2B sharded like pretraining."""
+    from configs.finetune import covost2
+
+    config = covost2.get_config("src=es,tgt=en,path=/data/covost2,init=ckpt/xls_r_300m")
+    assert config.task == "st" and config.data.sources[0]["pairs"] == ["es_en"]
+    assert config.init.checkpoint == "ckpt/xls_r_300m" and config.model.add_adapter
+    assert config.st.label_smoothing == 0.1 and config.st.eval_beams == 5
+    big = covost2.get_config("src=es,path=/data/covost2,size=2b,decoder=/m/mbart-large-50")
+    assert big.mesh.fsdp == -1 and big.model.hidden_size == 1920
+    assert big.data.target.tokenizer == "/m/mbart-large-50/sentencepiece.bpe.model"
+    with pytest.raises(ValueError, match="size"):
+        covost2.get_config("size=3b")
