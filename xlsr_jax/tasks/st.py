@@ -62,7 +62,8 @@ class SpeechTranslationTask(finetune.FinetuneTask):
         """Builds the target tokenizer from `config.data.target`, then the model.
 
         Raises:
-          ValueError: no tokenizer, a `decoder.vocab_size` other than the tokenizer's, or
+          ValueError: no tokenizer (and no `decoder.vocab_size`), a `decoder.vocab_size` other than
+            the tokenizer's, or
             `init.decoder` without `init.checkpoint`.
         """
         import data_pipelines
@@ -70,9 +71,14 @@ class SpeechTranslationTask(finetune.FinetuneTask):
         from xlsr_jax.models import Wav2Vec2Config
         from xlsr_jax.models.speech_translation import SpeechTranslationConfig, Wav2Vec2ForSpeechTranslation
 
-        self.tokenizer = data_pipelines.build_target_tokenizer(config.data)
-        vocab_size = config.decoder.vocab_size or self.tokenizer.vocab_size
-        if vocab_size != self.tokenizer.vocab_size:
+        if not config.data.target.tokenizer and config.decoder.vocab_size:
+            # Compiling without data (experiments/aot_compile.py): the vocabulary size is given;
+            # evaluation, which decodes text, then has no tokenizer.
+            self.tokenizer, vocab_size = None, int(config.decoder.vocab_size)
+        else:
+            self.tokenizer = data_pipelines.build_target_tokenizer(config.data)
+            vocab_size = config.decoder.vocab_size or self.tokenizer.vocab_size
+        if self.tokenizer is not None and vocab_size != self.tokenizer.vocab_size:
             raise ValueError(
                 f"config.decoder.vocab_size is {vocab_size} but the tokenizer data.target.tokenizer has "
                 f"{self.tokenizer.vocab_size} ids; pass --config.decoder.vocab_size=0 (the tokenizer's)"
@@ -190,6 +196,8 @@ class SpeechTranslationTask(finetune.FinetuneTask):
         workdir: str | None,
     ) -> dict[str, float]:
         """BLEU and chrF overall and per pair; writes `<workdir>/eval/st_<step>.json` when given."""
+        if self.tokenizer is None:
+            raise ValueError("BLEU needs the target tokenizer: set data.target.tokenizer")
         report = st_report(records, self.tokenizer, self.languages, self.report_examples)
         if workdir:
             path = os.path.join(workdir, "eval", f"st_{step}.json")
