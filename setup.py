@@ -36,6 +36,9 @@ setup(
         # Reading PyTorch checkpoints and the parity tests against transformers.
         "torch": ["torch==2.13.0", "transformers>=5.0,<6"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+        # CTC beam search with a KenLM n-gram (xlsr_jax.lm): flashlight's decoder, whose wheels carry
+        # KenLM (no compiler needed; pyctcdecode needs kenlm built from source and pins numpy<2).
+        "lm": ["flashlight-text==0.0.7"],
         # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
         # (experiments/aot_compile.py, tests/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
         "tpu": ["jax[tpu]>=0.10,<0.11"],

@@ -1,6 +1,6 @@
 """Transcribe audio files with a fine-tuned CTC model.
 
-    python -m xlsr_jax.transcribe --ckpt DIR [--batch_size 8] [--lm LM.arpa] AUDIO...
+    python -m xlsr_jax.transcribe --ckpt DIR [--batch_size 8] [--lm LM.arpa [--alpha A --beta B]] AUDIO...
 
 Prints one line per file, in the order given: `<path>\t<transcript>`. DIR is an exported
 checkpoint (`xlsr_jax.pretrained` / `python -m xlsr_jax.convert hf-to-orbax`, which carry the
@@ -11,7 +11,9 @@ the run's data config, as during training). Audio in any format and rate the dat
 Files are sorted by length and batched into padded lengths rounded up to whole seconds (few
 compilations). Group-norm models (wav2vec 2.0 base) normalise over time, so padding would change
 their output: they run each file at its exact length. Greedy CTC decoding by default; `--lm`
-(pyctcdecode + kenlm) or `--beam_width` (pyctcdecode) switch to beam search.
+(a KenLM word n-gram, with `--alpha`, `--beta`, `--lexicon`) or `--beam_width` switch to
+flashlight's beam search (`xlsr_jax.lm`, the `lm` extra). Transcripts follow the vocabulary's
+tokenizer as transformers' `Wav2Vec2Processor.batch_decode` does (`decoding.CTCLabels`).
 """
 
 from __future__ import annotations
@@ -91,34 +93,53 @@ def run_config(ckpt: str) -> dict[str, Any] | None:
     return checkpointing.read_config(ckpt)
 
 
-def load_vocabulary(ckpt: str, loaded: Any):
-    """The checkpoint's CTC vocabulary: stored in an export, rebuilt from a run's data config."""
+def load_labels(ckpt: str, loaded: Any):
+    """The checkpoint's CTC labels (`decoding.CTCLabels`, tokens by name).
+
+    An export carries its vocabulary and tokenizer settings (`convert hf-to-orbax` keeps the hub
+    layout as it is); a training run's vocabulary is rebuilt from its data config.
+    """
     import ml_collections
 
     import data_pipelines
+    from xlsr_jax import decoding
 
     if loaded.vocab:
-        tokens = [t for t, _ in sorted(loaded.vocab.items(), key=lambda kv: kv[1])]
-        return data_pipelines.Vocabulary(tokens)
+        return decoding.CTCLabels.from_vocab(loaded.vocab, loaded.hf_extras.get(decoding.TOKENIZER_EXTRA))
     run = run_config(ckpt)
     if run is None or "data" not in run:
         raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
-    return data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
+    vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
+    return decoding.CTCLabels.of_vocabulary(vocabulary)
 
 
 class Transcriber:
-    """A loaded CTC model with its vocabulary; `__call__(paths)` transcribes files."""
+    """A loaded CTC model with its labels; `__call__(paths)` transcribes files."""
 
-    def __init__(self, ckpt: str, *, batch_size: int = 8, lm: str | None = None, beam_width: int = 0):
+    def __init__(
+        self,
+        ckpt: str,
+        *,
+        batch_size: int = 8,
+        lm: str | None = None,
+        lexicon: str | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        beam_width: int = 0,
+    ):
         """Loads `ckpt` (see module docstring).
 
+        Args:
+          lm, lexicon, alpha, beta, beam_width: beam search (`xlsr_jax.lm.BeamSearchDecoder`);
+            greedy when neither `lm` nor `beam_width` is given.
         Raises:
           ValueError: the checkpoint is not a CTC model or has no usable vocabulary.
-          ImportError: beam search asked for without pyctcdecode (or kenlm for `lm`).
+          ImportError: beam search asked for without flashlight-text.
         """
         import jax
 
         from xlsr_jax import decoding, pretrained
+        from xlsr_jax import lm as lm_lib
 
         self.loaded = pretrained.load_pretrained(ckpt)
         if self.loaded.architecture != "Wav2Vec2ForCTC":
@@ -126,30 +147,39 @@ class Transcriber:
                 f"{ckpt}: a {self.loaded.architecture} checkpoint, not a CTC model "
                 "(use python -m xlsr_jax.identify for language ID)"
             )
-        self.vocabulary = load_vocabulary(ckpt, self.loaded)
-        if len(self.vocabulary) != self.loaded.config.vocab_size:
+        self.labels = load_labels(ckpt, self.loaded)
+        if len(self.labels) != self.loaded.config.vocab_size:
             raise ValueError(
-                f"{ckpt}: vocabulary has {len(self.vocabulary)} tokens, the CTC head {self.loaded.config.vocab_size}"
+                f"{ckpt}: vocabulary has {len(self.labels)} tokens, the CTC head {self.loaded.config.vocab_size}"
             )
         self.batch_size = batch_size
         self.exact_lengths = self.loaded.config.feat_extract_norm == "group"
         self.beam = None
         if lm or beam_width:
-            self.beam = decoding.BeamSearchDecoder(self.vocabulary, lm, beam_width=beam_width or 100)
+            self.beam = lm_lib.BeamSearchDecoder(
+                self.labels,
+                lm,
+                lexicon=lexicon,
+                alpha=lm_lib.DEFAULT_ALPHA if alpha is None else alpha,
+                beta=lm_lib.DEFAULT_BETA if beta is None else beta,
+                beam_width=beam_width or lm_lib.DEFAULT_BEAM_WIDTH,
+            )
         model = self.loaded.model()
         params = jax.device_put(self.loaded.params)
 
         @jax.jit
         def forward(audio, padding_mask):
             logits, frame_padding = model.apply({"params": params}, audio, padding_mask, deterministic=True)
-            return jax.nn.log_softmax(logits, -1), frame_padding, decoding.greedy_ids(logits, frame_padding)
+            return (
+                jax.nn.log_softmax(logits, -1),
+                frame_padding,
+                decoding.greedy_ids(logits, frame_padding, self.labels.blank_id),
+            )
 
         self._forward = forward
 
     def __call__(self, paths: Sequence[str]) -> tuple[list[str | None], list[str]]:
         """Transcripts in input order (None where a file failed) and the error messages."""
-        from xlsr_jax import decoding
-
         waves, errors = load_inputs(paths, self.loaded.audio)
         out: list[str | None] = [None] * len(paths)
         for idx, audio, padding in batches(waves, self.batch_size, self.exact_lengths):
@@ -157,7 +187,7 @@ class Transcriber:
             if self.beam is not None:
                 texts = self.beam.decode(np.asarray(log_probs), np.asarray(frame_padding))
             else:
-                texts = decoding.greedy_decode(np.asarray(ids), self.vocabulary)
+                texts = [self.labels.decode_ctc(row) for row in np.asarray(ids)]
             for i, text in zip(idx, texts):
                 out[i] = text
         return out, errors
@@ -172,14 +202,32 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     return parser
 
 
+def add_lm_flags(parser: argparse.ArgumentParser) -> None:
+    """--lm, --lexicon, --alpha, --beta, --beam_width (shared with `xlsr_jax.evaluate`)."""
+    from xlsr_jax import lm
+
+    parser.add_argument("--lm", default=None, help="KenLM word n-gram (ARPA or binary) for beam search")
+    parser.add_argument("--lexicon", default=None, help="words the LM search may output (default: the ARPA's)")
+    parser.add_argument("--alpha", type=float, default=None, help=f"LM weight (default {lm.DEFAULT_ALPHA})")
+    parser.add_argument("--beta", type=float, default=None, help=f"score per word (default {lm.DEFAULT_BETA})")
+    parser.add_argument(
+        "--beam_width", type=int, default=0, help=f"beam width (default {lm.DEFAULT_BEAM_WIDTH} with --lm; 0 = greedy)"
+    )
+
+
+def lm_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The beam-search keyword arguments of `Transcriber` from `add_lm_flags`' flags."""
+    names = ("lm", "lexicon", "alpha", "beta", "beam_width")
+    return {name: getattr(args, name) for name in names}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 when some file failed)."""
     parser = build_parser()
-    parser.add_argument("--lm", default=None, help="KenLM n-gram (ARPA or binary) for beam search")
-    parser.add_argument("--beam_width", type=int, default=0, help="beam search with this width (0 = greedy)")
+    add_lm_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    transcriber = Transcriber(args.ckpt, batch_size=args.batch_size, lm=args.lm, beam_width=args.beam_width)
+    transcriber = Transcriber(args.ckpt, batch_size=args.batch_size, **lm_kwargs(args))
     texts, errors = transcriber(args.audio)
     for path, text in zip(args.audio, texts):
         if text is not None:

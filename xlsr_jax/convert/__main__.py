@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("out_folder", help="transformers folder to create")
     o.add_argument("--vocab", help="CTC: vocab.json {token: id} if the checkpoint has none")
     o.add_argument("--labels", help="classifier: JSON list of class names in id order (e.g. language codes)")
+    o.add_argument("--lm", help="CTC: KenLM file to add as language_model/ (Wav2Vec2ProcessorWithLM)")
+    o.add_argument("--alpha", type=float, default=0.5, help="with --lm: LM weight stored in attrs.json")
+    o.add_argument("--beta", type=float, default=1.0, help="with --lm: word score stored in attrs.json")
     return p
 
 
@@ -89,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.labels, encoding="utf-8") as fh:
                     labels = json.load(fh)
             out = convert.orbax_to_hf(
-                args.ckpt_dir, args.out_folder, vocab=vocab, labels=labels, overwrite=args.overwrite
+                args.ckpt_dir,
+                args.out_folder,
+                vocab=vocab,
+                labels=labels,
+                lm=args.lm,
+                alpha=args.alpha,
+                beta=args.beta,
+                overwrite=args.overwrite,
             )
     except (
         convert.ConfigError,
