@@ -80,7 +80,7 @@ def test_lm_beam_search_fixes_a_greedy_misspelling(tmp_path):
     beam = lm.BeamSearchDecoder(labels, arpa, alpha=1.0, beta=0.0, beam_width=16)
     hyp = beam.decode_one(x)
     assert hyp.text == "hello world"
-    assert [labels.tokens[i] for i, _, _ in hyp.tokens] == list("hello|world|")
+    assert [labels.tokens[i] for i, _, _ in hyp.tokens] == list("hello|world")
     # Without the LM the same beam keeps the acoustically best spelling.
     assert lm.BeamSearchDecoder(labels, beam_width=16).decode_one(x).text == "helo world"
 

@@ -27,6 +27,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -270,6 +271,7 @@ class BeamSearchDecoder:
         # flashlight's "silence" is the word boundary; with no delimiter the blank stands in.
         silence = labels.delimiter_id if labels.delimiter_id is not None else blank
         vocab_size = len(labels)
+        self._lexicon = lm is not None
         if lm is None:
             options = fl.LexiconFreeDecoderOptions(
                 beam_size=beam_width,
@@ -313,7 +315,8 @@ class BeamSearchDecoder:
             criterion_type=fl.CriterionType.CTC,
         )
         self._decoder = fl.LexiconDecoder(options, trie, kenlm, silence, blank, word_dict.get_index(UNK), [], False)
-        self._keepalive = (kenlm, trie, word_dict)  # the C++ decoder holds raw references
+        self._keepalive = (kenlm, trie)  # the C++ decoder holds raw references
+        self._word_dict = word_dict
 
     def decode_one(self, log_probs: np.ndarray) -> Hypothesis:
         """Best hypothesis of one utterance; log_probs float [frames, vocab] (no padding)."""
@@ -321,10 +324,34 @@ class BeamSearchDecoder:
         frames, vocab = emissions.shape
         if frames == 0:
             return Hypothesis("", [], 0.0)
-        best = self._decoder.decode(emissions.ctypes.data, frames, vocab)[0]
+        if self._lexicon and self.labels.delimiter_id is not None:
+            # Lexicon words end with the delimiter, which a transcript's last word lacks: one
+            # extra frame that is surely a delimiter lets the search finish that word.
+            end = np.full((1, vocab), -1e4, np.float32)
+            end[0, self.labels.delimiter_id] = 0.0
+            emissions = np.ascontiguousarray(np.concatenate([emissions, end]))
+        results = self._decoder.decode(emissions.ctypes.data, len(emissions), vocab)
+        if not results:  # every path pruned (no lexicon word fits the frames)
+            return Hypothesis("", [], -math.inf)
+        best = results[0]
         path = list(best.tokens)[1:-1]  # flashlight pads the path with one silence each side
         tokens = self.labels.collapse(path)
-        return Hypothesis(self.labels.text(i for i, _, _ in tokens), tokens, float(best.score))
+        if not self._lexicon:
+            return Hypothesis(self.labels.text(i for i, _, _ in tokens), tokens, float(best.score))
+        # The lexicon search's words are the finished ones; the token path may end inside a word
+        # the search had not finished (dropped), and may hold silences between words.
+        words = [self._word_dict.get_entry(w) for w in best.words if w >= 0]
+        kept, finished, in_word = [], 0, False
+        tokens = [(i, start, min(end, frames)) for i, start, end in tokens if start < frames]
+        for tok in tokens:
+            if finished == len(words) and self.labels.delimiter_id is not None:
+                break
+            kept.append(tok)
+            if tok[0] == self.labels.delimiter_id:
+                finished, in_word = finished + in_word, False
+            else:
+                in_word = True
+        return Hypothesis(" ".join(words), kept, float(best.score))
 
     def decode(self, log_probs: np.ndarray, frame_padding: np.ndarray) -> list[str]:
         """Transcripts of a batch: log_probs float [batch, frames, vocab], frame_padding bool
@@ -379,3 +406,55 @@ def tune(
             counts = error_counts(references, decode_fn(a, b))
             rows.append({"alpha": a, "beta": b, "wer": counts.wer, "cer": counts.cer})
     return sorted(rows, key=lambda r: (r["wer"], r["cer"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# A small LM from a run's training transcripts
+
+
+def training_sentences(data_cfg: Any) -> list[str]:
+    """The train split's transcripts of a data config, normalised as the CTC labels are
+    (`Vocabulary.normalize`, per language), for `write_arpa`."""
+    import data_pipelines
+    from data_pipelines import pipeline
+
+    vocabulary = data_pipelines.build_vocabulary(data_cfg)
+    keep = set(pipeline._languages(data_cfg, lambda: pipeline._load_sources(data_cfg, "train")))
+    sentences = []
+    for src in pipeline._load_sources(data_cfg, "train"):
+        if src.transcripts is not None:
+            sentences += [
+                vocabulary.normalize(t, lang) for t, lang in zip(src.transcripts, src.languages) if lang in keep
+            ]
+    return sentences
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m xlsr_jax.lm --ckpt RUN --out LM.arpa [--order 3]`: an ARPA word n-gram of a CTC
+    run's training transcripts (for tests and the demo; real LMs come from KenLM's lmplz)."""
+    import argparse
+    import sys
+
+    import ml_collections
+
+    from xlsr_jax import checkpointing
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--ckpt", required=True, help="a CTC training run's checkpoints/ (its data config is used)")
+    parser.add_argument("--out", required=True, help="ARPA file to write")
+    parser.add_argument("--order", type=int, default=3, help="highest n-gram order")
+    args = parser.parse_args(argv)
+    try:
+        config = ml_collections.ConfigDict(checkpointing.read_config(args.ckpt))
+        sizes = write_arpa(training_sentences(config.data), args.out, order=args.order)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.out}\t" + " ".join(f"{n}-grams={c}" for n, c in sizes.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -19,6 +19,8 @@ tokenizer as transformers' `Wav2Vec2Processor.batch_decode` does (`decoding.CTCL
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -29,6 +31,9 @@ import numpy as np
 log = logging.getLogger("xlsr_jax.transcribe")
 
 PAD_TO_SAMPLES = 16000  # padded lengths are multiples of one second at 16 kHz
+# Long recordings: 20 s chunks with 4 s of context each side (12 s kept per chunk); see the note
+# in the README's "Recognise speech" for the measurement behind them.
+CHUNK_S, STRIDE_S = 20.0, 4.0
 
 
 class AudioFileError(ValueError):
@@ -126,10 +131,15 @@ class Transcriber:
         alpha: float | None = None,
         beta: float | None = None,
         beam_width: int = 0,
+        chunk_s: float = CHUNK_S,
+        stride_s: float = STRIDE_S,
     ):
         """Loads `ckpt` (see module docstring).
 
         Args:
+          batch_size: files (or chunks of long files) per forward pass.
+          chunk_s, stride_s: files longer than `chunk_s` seconds run in chunks of that length
+            overlapping by 2 * `stride_s` (`chunks`); chunk_s 0 runs every file whole.
           lm, lexicon, alpha, beta, beam_width: beam search (`xlsr_jax.lm.BeamSearchDecoder`);
             greedy when neither `lm` nor `beam_width` is given.
         Raises:
@@ -153,6 +163,13 @@ class Transcriber:
                 f"{ckpt}: vocabulary has {len(self.labels)} tokens, the CTC head {self.loaded.config.vocab_size}"
             )
         self.batch_size = batch_size
+        rate = int(self.loaded.audio.get("sampling_rate", 16000))
+        self.hop = int(np.prod(self.loaded.config.conv_stride))  # samples per output frame
+        # Chunk and stride in whole frames, so every chunk's frames fall on one grid.
+        self.chunk_samples = int(round(chunk_s * rate / self.hop)) * self.hop if chunk_s else 0
+        self.stride_samples = int(round(stride_s * rate / self.hop)) * self.hop
+        if self.chunk_samples:
+            chunks(2 * self.chunk_samples, self.chunk_samples, self.stride_samples, self.hop)  # validates
         self.exact_lengths = self.loaded.config.feat_extract_norm == "group"
         self.beam = None
         if lm or beam_width:
@@ -178,19 +195,129 @@ class Transcriber:
 
         self._forward = forward
 
+    def emissions(self, paths: Sequence[str]) -> tuple[list[Emissions | None], list[str]]:
+        """Per-file model outputs in input order (None where a file failed) and error messages.
+
+        Files up to `chunk_s` long run whole (length-sorted padded batches); longer ones run as
+        chunks of exactly `chunk_s` (`chunks`), all in batches of `batch_size` rows, so the
+        model compiles once for every long file, and memory does not grow with the length.
+        """
+        waves, errors = load_inputs(paths, self.loaded.audio)
+        out: list[Emissions | None] = [None] * len(paths)
+        chunk = self.chunk_samples
+        whole = [w if w is not None and (not chunk or w.size <= chunk) else None for w in waves]
+        for idx, audio, padding in batches(whole, self.batch_size, self.exact_lengths):
+            log_probs, frame_padding, ids = (np.asarray(x) for x in self._forward(audio, padding))
+            for row, i in enumerate(idx):
+                keep = ~frame_padding[row]
+                frames = int(keep.sum())
+                out[i] = Emissions(log_probs[row][keep], ids[row][keep], np.arange(frames) * self.hop)
+        long = [i for i, w in enumerate(waves) if w is not None and chunk and w.size > chunk]
+        pieces = [
+            (i, start, keep_from, keep_to)
+            for i in long
+            for start, keep_from, keep_to in chunks(waves[i].size, chunk, self.stride_samples, self.hop)
+        ]
+        parts: dict[int, list[Emissions]] = {i: [] for i in long}
+        for first in range(0, len(pieces), self.batch_size):
+            group = pieces[first : first + self.batch_size]
+            # Always batch_size rows (empty ones at the end): one compiled shape for all chunks.
+            audio = np.zeros((self.batch_size, chunk), np.float32)
+            for row, (i, start, _, _) in enumerate(group):
+                audio[row] = waves[i][start : start + chunk]
+            log_probs, _, ids = (np.asarray(x) for x in self._forward(audio, np.zeros_like(audio, bool)))
+            for row, (i, start, keep_from, keep_to) in enumerate(group):
+                times = start + np.arange(log_probs.shape[1]) * self.hop
+                sel = (times >= keep_from) & (times < keep_to)
+                parts[i].append(Emissions(log_probs[row][sel], ids[row][sel], times[sel]))
+        for i in long:
+            out[i] = Emissions(
+                *(np.concatenate([getattr(p, f) for p in parts[i]]) for f in ("log_probs", "ids", "times"))
+            )
+        return out, errors
+
+    def decode(self, emissions: Emissions) -> tuple[str, list[tuple[int, int, int]]]:
+        """(transcript, kept tokens as (id, start frame, end frame)) of one file's outputs."""
+        if self.beam is not None:
+            hyp = self.beam.decode_one(emissions.log_probs)
+            return hyp.text, hyp.tokens
+        tokens = self.labels.collapse(emissions.ids)
+        return self.labels.text(i for i, _, _ in tokens), tokens
+
     def __call__(self, paths: Sequence[str]) -> tuple[list[str | None], list[str]]:
         """Transcripts in input order (None where a file failed) and the error messages."""
-        waves, errors = load_inputs(paths, self.loaded.audio)
-        out: list[str | None] = [None] * len(paths)
-        for idx, audio, padding in batches(waves, self.batch_size, self.exact_lengths):
-            log_probs, frame_padding, ids = self._forward(audio, padding)
-            if self.beam is not None:
-                texts = self.beam.decode(np.asarray(log_probs), np.asarray(frame_padding))
-            else:
-                texts = [self.labels.decode_ctc(row) for row in np.asarray(ids)]
-            for i, text in zip(idx, texts):
-                out[i] = text
-        return out, errors
+        outputs, errors = self.emissions(paths)
+        return [None if e is None else self.decode(e)[0] for e in outputs], errors
+
+    def timestamps(self, emissions: Emissions, unit: str) -> dict[str, Any]:
+        """{"text", unit + "s": [{unit: text, "start": s, "end": s}]}, times in seconds.
+
+        A token spans its frames as transformers' `output_char_offsets` counts them (first frame
+        to one past its last); a frame is `hop` samples (320 at 16 kHz = 20 ms) from its start.
+        Words are the runs of tokens between word delimiters.
+        """
+        text, tokens = self.decode(emissions)
+        rate = float(self.loaded.audio.get("sampling_rate", 16000))
+        times = emissions.times
+
+        def span(first: tuple[int, int, int], last: tuple[int, int, int]) -> tuple[float, float]:
+            return round(times[first[1]] / rate, 3), round((times[last[2] - 1] + self.hop) / rate, 3)
+
+        units = []
+        if unit == "char":
+            for tok in tokens:
+                if tok[0] != self.labels.delimiter_id:
+                    start, end = span(tok, tok)
+                    units.append({"char": self.labels.token_text(tok[0]), "start": start, "end": end})
+        else:
+            word: list[tuple[int, int, int]] = []
+            for tok in [*tokens, None]:
+                if tok is None or tok[0] == self.labels.delimiter_id:
+                    if word:
+                        start, end = span(word[0], word[-1])
+                        text_w = self.labels.text(i for i, _, _ in word)
+                        units.append({"word": text_w, "start": start, "end": end})
+                    word = []
+                else:
+                    word.append(tok)
+        return {"text": text, f"{unit}s": units}
+
+
+@dataclasses.dataclass
+class Emissions:
+    """One file's model outputs: log_probs float32 [frames, vocab], greedy ids int32 [frames],
+    times int [frames] (each frame's first sample in the file)."""
+
+    log_probs: np.ndarray
+    ids: np.ndarray
+    times: np.ndarray
+
+
+def chunks(num_samples: int, chunk: int, stride: int, hop: int) -> list[tuple[int, int, int]]:
+    """Chunk plan of a long recording, as transformers' ASR pipeline strides (chunk_iter).
+
+    Chunks of exactly `chunk` samples advance by `chunk - 2 * stride`; each keeps the frames
+    (by first sample) from where the previous one stopped to `stride` before its end, the last
+    one to the end. The last chunk is the recording's final `chunk` samples, so no chunk is
+    padded (group-norm models see no padding either).
+
+    Returns:
+      [(start sample, keep frames from sample, keep frames before sample)].
+    Raises:
+      ValueError: stride too large for the chunk (`chunk - 2 * stride` below one frame).
+    """
+    step = chunk - 2 * stride
+    if step < hop:
+        raise ValueError(f"--stride_s must be below half of --chunk_s (chunk {chunk}, stride {stride} samples)")
+    plan, kept_to, start = [], 0, 0
+    while True:
+        start = min(start, num_samples - chunk)
+        last = start + chunk >= num_samples
+        keep_to = num_samples if last else start + chunk - stride
+        plan.append((start, kept_to, keep_to))
+        if last:
+            return plan
+        kept_to, start = keep_to, start + step
 
 
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
@@ -225,13 +352,25 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 when some file failed)."""
     parser = build_parser()
     add_lm_flags(parser)
+    parser.add_argument("--chunk_s", type=float, default=CHUNK_S, help="chunk length for long files (0 = whole)")
+    parser.add_argument("--stride_s", type=float, default=STRIDE_S, help="context each side of a chunk, seconds")
+    parser.add_argument(
+        "--timestamps", choices=("word", "char"), default=None, help="print JSON lines with each unit's start/end"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    transcriber = Transcriber(args.ckpt, batch_size=args.batch_size, **lm_kwargs(args))
-    texts, errors = transcriber(args.audio)
-    for path, text in zip(args.audio, texts):
-        if text is not None:
-            print(f"{path}\t{text}", flush=True)
+    transcriber = Transcriber(
+        args.ckpt, batch_size=args.batch_size, chunk_s=args.chunk_s, stride_s=args.stride_s, **lm_kwargs(args)
+    )
+    outputs, errors = transcriber.emissions(args.audio)
+    for path, emissions in zip(args.audio, outputs):
+        if emissions is None:
+            continue
+        if args.timestamps:
+            row = {"path": path, **transcriber.timestamps(emissions, args.timestamps)}
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        else:
+            print(f"{path}\t{transcriber.decode(emissions)[0]}", flush=True)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 1 if errors else 0

@@ -1,0 +1,187 @@
+"""Speech recognition as practitioners use it, on the shared CTC run (tests/finetune_testlib.py):
+an LM made from the run's training transcripts, LM beam search in `transcribe`, long recordings in
+chunks, timestamps, and `evaluate` reproducing the trainer's eval numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import data_pipelines
+from tests.finetune_testlib import ctc_run  # noqa: F401 - pytest fixture
+from tests.trainer_testlib import REPO
+
+RATE = 16000
+GAP_S = 0.3  # silence between joined clips
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def _clips(split: str, lang: str = "es") -> list[tuple[str, str]]:
+    """(clip path, sentence) of a split of the shipped corpus."""
+    with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, f"{split}.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    return [(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, "clips", r[1]), r[2]) for r in rows]
+
+
+def joined_recording(path: str, clips: list[tuple[str, str]], min_seconds: float = 0.0):
+    """Writes clips (repeated until `min_seconds`) one after another with GAP_S of silence.
+
+    Returns:
+      [(sentence, start s, end s)] of the clips in the recording.
+    """
+    import soundfile
+
+    parts, spans, t, i = [], [], 0.0, 0
+    gap = np.zeros(int(GAP_S * RATE), np.float32)
+    while i < len(clips) or t < min_seconds:
+        clip, sentence = clips[i % len(clips)]
+        wave = np.asarray(data_pipelines.load_audio(clip, target_sr=RATE), np.float32)
+        parts += [wave, gap]
+        spans.append((sentence, t, t + wave.size / RATE))
+        t += (wave.size + gap.size) / RATE
+        i += 1
+    soundfile.write(path, np.concatenate(parts), RATE, subtype="FLOAT")
+    return spans
+
+
+@pytest.fixture(scope="module")
+def train_lm(ctc_run, tmp_path_factory):  # noqa: F811
+    """A trigram ARPA of the CTC run's training transcripts, made by `python -m xlsr_jax.lm`."""
+    out = str(tmp_path_factory.mktemp("lm") / "train.arpa")
+    proc = _cli("xlsr_jax.lm", "--ckpt", ctc_run["checkpoints"], "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(out + "\t1-grams=")
+    return out
+
+
+def test_transcribe_with_lm_beam_search(ctc_run, train_lm):  # noqa: F811
+    from xlsr_jax import lm
+
+    clips = [c for c, _ in _clips("train")[:4] + _clips("test")[:2]]
+    greedy = _cli("xlsr_jax.transcribe", "--ckpt", ctc_run["checkpoints"], *clips)
+    assert greedy.returncode == 0, greedy.stderr
+    # A beam of one with no LM weight is greedy decoding.
+    beam1 = _cli(
+        "xlsr_jax.transcribe",
+        "--ckpt",
+        ctc_run["checkpoints"],
+        "--beam_width",
+        "1",
+        "--alpha",
+        "0",
+        "--beta",
+        "0",
+        *clips,
+    )
+    assert beam1.returncode == 0, beam1.stderr
+    assert beam1.stdout == greedy.stdout
+    with_lm = _cli(
+        "xlsr_jax.transcribe",
+        "--ckpt",
+        ctc_run["checkpoints"],
+        "--lm",
+        train_lm,
+        "--alpha",
+        "0.5",
+        "--beta",
+        "1",
+        *clips,
+    )
+    assert with_lm.returncode == 0, with_lm.stderr
+    rows = [line.split("\t") for line in with_lm.stdout.splitlines()]
+    assert [p for p, _ in rows] == clips
+    lexicon = set(lm.arpa_unigrams(train_lm))
+    for _, text in rows:
+        assert text and set(text.split()) <= lexicon  # lexicon-constrained: only the LM's words
+
+
+def test_long_recording_chunked_equals_whole(ctc_run, tmp_path):  # noqa: F811
+    from xlsr_jax.transcribe import Transcriber
+
+    path = str(tmp_path / "long.wav")
+    spans = joined_recording(path, _clips("train")[:30], min_seconds=60.0)
+    assert spans[-1][2] >= 60.0
+    whole = Transcriber(ctc_run["checkpoints"], chunk_s=0)
+    chunked = Transcriber(ctc_run["checkpoints"], batch_size=2)  # defaults: 20 s chunks, 4 s strides
+    (text_whole,), errors = whole([path])
+    assert errors == []
+    (text_chunked,), _ = chunked([path])
+    assert text_chunked == text_whole
+    assert len(text_whole.split()) > 50  # the model transcribes its training clips
+    assert chunked._forward._cache_size() == 1  # every chunk batch has one shape: one compilation
+    # The README's form of the command.
+    proc = _cli("xlsr_jax.transcribe", "--ckpt", ctc_run["checkpoints"], "--chunk_s", "20", "--stride_s", "4", path)
+    assert proc.returncode == 0 and proc.stdout == f"{path}\t{text_chunked}\n"
+    with pytest.raises(ValueError, match="stride_s must be below half"):
+        Transcriber(ctc_run["checkpoints"], chunk_s=8, stride_s=4)
+
+
+@pytest.mark.parametrize("unit", ["word", "char"])
+def test_timestamps_json_lines(ctc_run, train_lm, tmp_path, unit):  # noqa: F811
+    path = str(tmp_path / "joined.wav")
+    spans = joined_recording(path, _clips("train")[:3])
+    for extra in ([], ["--lm", train_lm]):
+        proc = _cli("xlsr_jax.transcribe", "--ckpt", ctc_run["checkpoints"], "--timestamps", unit, *extra, path)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = proc.stdout.splitlines()
+        row = json.loads(line)
+        units = row[f"{unit}s"]
+        assert row["path"] == path and units
+        starts = [u["start"] for u in units]
+        assert starts == sorted(starts)
+        assert all(0 <= u["start"] < u["end"] <= spans[-1][2] + GAP_S for u in units)
+        if unit == "word":
+            assert " ".join(u["word"] for u in units) == " ".join(row["text"].split())
+        else:
+            assert "".join(u["char"] for u in units) == row["text"].replace(" ", "")
+        # Times are 20 ms frames: every value a multiple of 0.02 s.
+        assert all(abs(u["start"] / 0.02 - round(u["start"] / 0.02)) < 1e-6 for u in units)
+
+
+def test_evaluate_reproduces_the_trainers_eval(ctc_run, train_lm, tmp_path):  # noqa: F811
+    from tests.trainer_testlib import read_metrics
+
+    logged = read_metrics(ctc_run["workdir"])[ctc_run["steps"]]
+    out = str(tmp_path / "eval")
+    proc = _cli("xlsr_jax.evaluate", "--ckpt", ctc_run["checkpoints"], "--split", "dev", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["step"] == ctc_run["steps"]
+    assert report["per_language"]["all"]["wer"] == logged["eval/wer"]
+    assert report["per_language"]["all"]["cer"] == logged["eval/cer"]
+    assert report["per_language"]["es"]["cer"] == logged["eval/cer/es"]
+    with open(os.path.join(out, "utterances.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == report["per_language"]["all"]["utterances"] == len(_clips("dev"))
+    assert {"language", "reference", "hypothesis", "wer", "cer"} <= set(rows[0])
+    # With the LM: greedy columns unchanged, LM columns beside them.
+    proc = _cli("xlsr_jax.evaluate", "--ckpt", ctc_run["checkpoints"], "--split", "dev", "--lm", train_lm, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    header, *table = proc.stdout.splitlines()[1:]
+    assert header.split("\t") == ["language", "utts", "WER", "CER", "WER+LM", "CER+LM"]
+    cells = dict((r.split("\t")[0], r.split("\t")) for r in table)
+    assert float(cells["all"][3]) == pytest.approx(100 * logged["eval/cer"], abs=0.005)
+    with open(os.path.join(out, "utterances.jsonl"), encoding="utf-8") as f:
+        assert all("hypothesis_lm" in json.loads(line) for line in f)
+    # alpha/beta grid on dev.
+    proc = _cli(
+        "xlsr_jax.evaluate", "--ckpt", ctc_run["checkpoints"], "--split", "dev", "--lm", train_lm, "--tune",
+        "--alphas", "0,1", "--betas", "0,2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "alpha\tbeta\tWER\tCER" and len(lines) == 5
+    wers = [float(line.split("\t")[2]) for line in lines[1:]]
+    assert wers == sorted(wers)
