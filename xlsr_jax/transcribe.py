@@ -223,12 +223,15 @@ class Transcriber:
             group = pieces[first : first + self.batch_size]
             # Always batch_size rows (empty ones at the end): one compiled shape for all chunks.
             audio = np.zeros((self.batch_size, chunk), np.float32)
+            padding = np.ones((self.batch_size, chunk), bool)
             for row, (i, start, _, _) in enumerate(group):
-                audio[row] = waves[i][start : start + chunk]
-            log_probs, _, ids = (np.asarray(x) for x in self._forward(audio, np.zeros_like(audio, bool)))
+                piece = waves[i][start : start + chunk]
+                audio[row, : piece.size] = piece
+                padding[row, : piece.size] = False
+            log_probs, frame_padding, ids = (np.asarray(x) for x in self._forward(audio, padding))
             for row, (i, start, keep_from, keep_to) in enumerate(group):
                 times = start + np.arange(log_probs.shape[1]) * self.hop
-                sel = (times >= keep_from) & (times < keep_to)
+                sel = (times >= keep_from) & (times < keep_to) & ~frame_padding[row]
                 parts[i].append(Emissions(log_probs[row][sel], ids[row][sel], times[sel]))
         for i in long:
             out[i] = Emissions(
@@ -298,8 +301,9 @@ def chunks(num_samples: int, chunk: int, stride: int, hop: int) -> list[tuple[in
 
     Chunks of exactly `chunk` samples advance by `chunk - 2 * stride`; each keeps the frames
     (by first sample) from where the previous one stopped to `stride` before its end, the last
-    one to the end. The last chunk is the recording's final `chunk` samples, so no chunk is
-    padded (group-norm models see no padding either).
+    one to the end. Starts stay on the frame grid (multiples of `hop`), so every kept frame is
+    the frame the whole recording would have there; the last chunk starts at the first grid
+    point from which `chunk` samples reach the end (padded by less than `hop` samples).
 
     Returns:
       [(start sample, keep frames from sample, keep frames before sample)].
@@ -311,7 +315,7 @@ def chunks(num_samples: int, chunk: int, stride: int, hop: int) -> list[tuple[in
         raise ValueError(f"--stride_s must be below half of --chunk_s (chunk {chunk}, stride {stride} samples)")
     plan, kept_to, start = [], 0, 0
     while True:
-        start = min(start, num_samples - chunk)
+        start = min(start, -(-(num_samples - chunk) // hop) * hop)  # the last: on the frame grid
         last = start + chunk >= num_samples
         keep_to = num_samples if last else start + chunk - stride
         plan.append((start, kept_to, keep_to))
