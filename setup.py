@@ -29,6 +29,8 @@ setup(
         "chex>=0.1.90",
         # xlsr_jax.fileio: run-directory files (config, metrics, eval reports) on gs:// workdirs.
         "etils[epath]>=1.7,<2",
+        # convert hf-to-orbax with a hub model id (download into the hub cache).
+        "huggingface_hub>=1.0,<3",
         # tensorflow-datasets needs it to build datasets (etils epath) but does not declare it.
         "importlib_resources>=6",
     ],

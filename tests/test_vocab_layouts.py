@@ -130,7 +130,7 @@ def test_orbax_to_hf_lm_writes_the_processor_with_lm_layout(tmp_path):
     assert convert_cli.main(args) == 0
     with open(os.path.join(out, "alphabet.json"), encoding="utf-8") as f:
         alphabet = json.load(f)
-    # Id order, the pad ([PAD], id 11) as the one blank, "|" as a space, [UNK] as pyctcdecode's sign.
+    # Id order, the pad ([PAD], id 12) as the one blank, "|" as a space, [UNK] as pyctcdecode's sign.
     assert alphabet == {"labels": [" ", *CHARS, "\u2047", "", "<s>", "</s>"], "is_bpe": False}
     with open(os.path.join(out, "language_model", "attrs.json"), encoding="utf-8") as f:
         assert json.load(f) == {"alpha": 0.7, "beta": 1.5, "unk_score_offset": -10.0, "score_boundary": True}
@@ -143,3 +143,37 @@ def test_orbax_to_hf_lm_writes_the_processor_with_lm_layout(tmp_path):
         return  # pyctcdecode is not in any extra (see xlsr_jax.lm); the files are checked above
     loaded = transformers.Wav2Vec2ProcessorWithLM.from_pretrained(out)
     assert list(loaded.decoder._alphabet.labels) == alphabet["labels"]
+
+
+def test_hub_ids_download_through_huggingface_hub(tmp_path, monkeypatch, capsys):
+    """`hf-to-orbax facebook/... DIR` fetches with huggingface_hub (mocked: no network in tests)."""
+    import huggingface_hub
+
+    folder, _ = _hub_folder(str(tmp_path / "snapshot"), "blog")
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return folder
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = str(tmp_path / "ours")
+    assert convert_cli.main(["hf-to-orbax", "facebook/wav2vec2-tiny-test", out, "--revision", "v1"]) == 0
+    assert calls == [("facebook/wav2vec2-tiny-test", {"revision": "v1", "allow_patterns": ["*.json", "*.safetensors"]})]
+    from xlsr_jax import pretrained
+
+    assert pretrained.load_pretrained(out).vocab["[PAD]"] == len(CHARS) + 2  # "|", the letters, [UNK], [PAD]
+    # A local folder is used as is, without the hub.
+    calls.clear()
+    assert convert_cli.main(["hf-to-orbax", folder, str(tmp_path / "ours2")]) == 0 and calls == []
+
+    # Offline with nothing cached: one line naming the id and the reason.
+    def offline(repo_id, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    capsys.readouterr()
+    assert convert_cli.main(["hf-to-orbax", "facebook/wav2vec2-xls-r-300m", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: facebook/wav2vec2-xls-r-300m: not a local folder")
+    assert "LocalEntryNotFoundError" in err and "HF_HUB_OFFLINE" in err

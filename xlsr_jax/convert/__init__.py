@@ -90,13 +90,18 @@ def hf_to_orbax(
     *,
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    revision: str | None = None,
 ) -> str:
     """Converts a transformers Wav2Vec2 folder (config.json + safetensors/bin) to our checkpoint.
+
+    `hf_folder` may also be a hub model id (`facebook/wav2vec2-xls-r-300m`), fetched into the
+    hub cache at `revision` (`hf_io.resolve_hf_source`).
 
     A CTC folder's vocab.json (if present) is carried along for the way back.
     """
     from xlsr_jax import pretrained
 
+    hf_folder = hf_io.resolve_hf_source(hf_folder, revision)
     hf_config = hf_io.read_hf_config(hf_folder)
     state = hf_io.read_hf_state(hf_folder)
     config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))

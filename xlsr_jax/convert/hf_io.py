@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -21,6 +22,42 @@ TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+
+
+# A hub model id: "name" or "owner/name" (huggingface_hub's repo id characters).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_hf_source(source: str | os.PathLike, revision: str | None = None) -> str:
+    """A local transformers folder as is, or a hub model id downloaded into the hub cache.
+
+    Hub ids (`facebook/wav2vec2-xls-r-300m`) go through `huggingface_hub.snapshot_download` (its
+    cache, `HF_HOME`, token and `HF_HUB_OFFLINE` apply): the JSON files and safetensors weights,
+    or `pytorch_model.bin*` when the repository has no safetensors.
+
+    Raises:
+      FileNotFoundError: neither a folder nor a downloadable id (one line with the reason, e.g.
+        offline with nothing cached).
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source) or os.path.exists(source) or not _HUB_ID.match(source):
+        return source
+    try:
+        import huggingface_hub
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise FileNotFoundError(f"{source}: no such folder (hub ids need huggingface_hub)") from e
+    try:
+        fetch = huggingface_hub.snapshot_download
+        folder = fetch(source, revision=revision, allow_patterns=["*.json", "*.safetensors"])
+        if not any(os.path.isfile(os.path.join(folder, f)) for f in (SAFETENSORS, SAFETENSORS_INDEX)):
+            folder = fetch(source, revision=revision, allow_patterns=["*.json", "pytorch_model.bin*"])
+    except Exception as e:  # huggingface_hub raises its own HTTP/offline/repository errors
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"{source}: not a local folder, and the hub download failed ({type(e).__name__}: {reason}); "
+            "check the id and revision, or the network (HF_HUB_OFFLINE=1 uses only the cache)"
+        ) from e
+    return folder
 
 
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
