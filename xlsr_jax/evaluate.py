@@ -46,9 +46,11 @@ def load_run(ckpt: str, split: str | None, num_batches: int | None, lm_args: dic
         if lm_args.get("lm"):
             config.eval.lm = lm_args["lm"]
             config.eval.lm_lexicon = lm_args.get("lexicon") or ""
-            for key in ("alpha", "beta", "beam_width"):
+            for key in ("alpha", "beta"):
                 if lm_args.get(key) is not None:
                     config.eval[f"lm_{key}"] = lm_args[key]
+            if lm_args.get("beam_width"):  # 0 = the default width
+                config.eval.lm_beam_width = lm_args["beam_width"]
     params_dir = checkpointing._resolve_step_dir(ckpt)
     step = int(os.path.basename(os.path.dirname(os.path.normpath(params_dir))))
     params = checkpointing.read_params_numpy(params_dir)

@@ -261,6 +261,8 @@ class BeamSearchDecoder:
         ok, reason = available()
         if not ok:
             raise ImportError(reason)
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be at least 1, got {beam_width}")
         from flashlight.lib.text import decoder as fl
         from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
