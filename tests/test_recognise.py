@@ -20,10 +20,10 @@ RATE = 16000
 GAP_S = 0.3  # silence between joined clips
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+def _cli(module: str, *args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
     )
 
 

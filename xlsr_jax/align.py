@@ -199,13 +199,14 @@ def align(emissions: Any, text: str, labels: Any, hop: int, rate: int) -> dict[s
     for seg in segments:
         if ids[seg.index] != labels.delimiter_id:
             start, end = seconds(seg, seg)
-            chars.append({"char": labels.tokens[ids[seg.index]], "start": start, "end": end, "score": seg.score})
+            char = labels.tokens[ids[seg.index]]
+            chars.append({"char": char, "start": start, "end": end, "score": round(seg.score, 4)})
     out_words = []
     for word, first, end in words:
         start, stop = seconds(segments[first], segments[end - 1])
         mean = float(np.mean([s.score for s in segments[first:end]]))
-        out_words.append({"word": word, "start": start, "end": stop, "score": mean})
-    return {"transcript": text, "score": score, "words": out_words, "chars": chars}
+        out_words.append({"word": word, "start": start, "end": stop, "score": round(mean, 4)})
+    return {"transcript": text, "score": round(score, 4), "words": out_words, "chars": chars}
 
 
 def ctm_lines(name: str, result: dict[str, Any]) -> list[str]:
