@@ -238,3 +238,26 @@ def test_evaluate_reproduces_the_trainers_eval(ctc_run, train_lm, tmp_path):  # 
     assert lines[0] == "alpha\tbeta\tWER\tCER" and len(lines) == 5
     wers = [float(line.split("\t")[2]) for line in lines[1:]]
     assert wers == sorted(wers)
+
+
+def test_trainer_eval_reports_lm_rates(ctc_run, train_lm, tmp_path):  # noqa: F811
+    """`eval.lm` in a run's config: the CTC task's eval report (what the trainer logs) carries
+    wer_lm / cer_lm beside the greedy rates, and the JSON report the LM counts."""
+    import ml_collections
+
+    from xlsr_jax import checkpointing, trainer
+    from xlsr_jax.tasks import common
+
+    config = ml_collections.ConfigDict(checkpointing.read_config(ctc_run["checkpoints"]))
+    with config.unlocked():
+        config.eval.lm, config.eval.lm_alpha, config.eval.lm_beta = train_lm, 1.0, 0.0
+    task = trainer.create_task(config)
+    params = checkpointing.read_params_numpy(os.path.join(ctc_run["checkpoints"], str(ctc_run["steps"])))
+    records = common.collect_eval_records(task, params, config.data, "dev", max_batches=1)
+    assert set(records[0][1]) == {"ids", "log_probs", "frame_padding"}
+    metrics = task.eval_report(records, 7, str(tmp_path))
+    assert {"wer", "cer", "wer_lm", "cer_lm", "wer_lm/es", "cer_lm/es"} <= set(metrics)
+    assert 0 < metrics["cer_lm"] < 1.5
+    with open(tmp_path / "eval" / "ctc_7.json", encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["per_language_lm"]["all"]["cer"] == metrics["cer_lm"]
