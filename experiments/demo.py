@@ -147,7 +147,7 @@ def stage_export(workdir: str, args: argparse.Namespace) -> dict:
     ckpt = os.path.join(os.path.dirname(workdir), "finetune_ctc", "checkpoints")
     transcriber = Transcriber(ckpt)
     loaded = transcriber.loaded
-    vocab = {t: i for i, t in enumerate(transcriber.vocabulary.tokens)}
+    vocab = {t: i for i, t in enumerate(transcriber.labels.tokens)}
     export_dir = pretrained.save_pretrained(
         os.path.join(workdir, "xlsr_jax"),
         loaded.params,
