@@ -73,6 +73,8 @@ def test_unalignable_transcripts_fail_with_a_reason():
         align.spell_transcript("ab zax", labels)
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 def test_align_cli_word_boundaries_on_joined_clips(ctc_run, tmp_path):  # noqa: F811
     import data_pipelines
 
@@ -126,6 +128,6 @@ def _speech_bounds(clip: str) -> tuple[float, float]:
     """First and last sample of a clip above 5% of its peak, in seconds."""
     import data_pipelines
 
-    wave = np.abs(np.asarray(data_pipelines.load_audio(clip, target_sr=16000)))
+    wave = np.abs(np.asarray(data_pipelines.load_audio(clip, sampling_rate=16000)))
     loud = np.nonzero(wave > 0.05 * wave.max())[0]
     return loud[0] / 16000, (loud[-1] + 1) / 16000

@@ -41,6 +41,8 @@ def _check_output(command: str, stdout: str, expected: list[str]) -> None:
             assert want in lines, (command, want, lines)
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 def test_readme_recognise_speech_commands(ctc_run, tmp_path, monkeypatch):  # noqa: F811
     pytest.importorskip("transformers")
     from tests.test_vocab_layouts import _hub_folder

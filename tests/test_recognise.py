@@ -48,7 +48,7 @@ def joined_recording(path: str, clips: list[tuple[str, str]], min_seconds: float
         clip, sentence = clips[i % len(clips)]
         # Each clip at unit variance, as the model saw it in training (the recording is normalised
         # as a whole).
-        wave = np.asarray(data_pipelines.normalize(data_pipelines.load_audio(clip, target_sr=RATE)), np.float32)
+        wave = np.asarray(data_pipelines.normalize(data_pipelines.load_audio(clip, sampling_rate=RATE)), np.float32)
         parts += [wave, gap]
         spans.append((sentence, t, t + wave.size / RATE))
         t += (wave.size + gap.size) / RATE
@@ -67,6 +67,8 @@ def train_lm(ctc_run, tmp_path_factory):  # noqa: F811
     return out
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 def test_transcribe_with_lm_beam_search(ctc_run, train_lm):  # noqa: F811
     from xlsr_jax import lm
 
@@ -140,6 +142,7 @@ def local_model(tmp_path_factory):
     return pretrained.save_pretrained(out, params, config, "Wav2Vec2ForCTC", vocab={t: i for i, t in enumerate(tokens)})
 
 
+@pytest.mark.integration  # runs the CLI
 def test_long_recording_chunked_equals_whole(local_model, tmp_path):
     from xlsr_jax.transcribe import Transcriber
 
@@ -178,6 +181,8 @@ def test_chunk_plan_covers_the_recording_once():
         assert last_start % hop == 0 and 0 <= last_start + 320_000 - n < hop
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 @pytest.mark.parametrize("unit", ["word", "char"])
 def test_timestamps_json_lines(ctc_run, train_lm, tmp_path, unit):  # noqa: F811
     path = str(tmp_path / "joined.wav")
@@ -200,6 +205,8 @@ def test_timestamps_json_lines(ctc_run, train_lm, tmp_path, unit):  # noqa: F811
         assert all(abs(u["start"] / 0.02 - round(u["start"] / 0.02)) < 1e-6 for u in units)
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 def test_evaluate_reproduces_the_trainers_eval(ctc_run, train_lm, tmp_path):  # noqa: F811
     from tests.trainer_testlib import read_metrics
 
@@ -240,20 +247,22 @@ def test_evaluate_reproduces_the_trainers_eval(ctc_run, train_lm, tmp_path):  # 
     assert wers == sorted(wers)
 
 
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
 def test_trainer_eval_reports_lm_rates(ctc_run, train_lm, tmp_path):  # noqa: F811
     """`eval.lm` in a run's config: the CTC task's eval report (what the trainer logs) carries
     wer_lm / cer_lm beside the greedy rates, and the JSON report the LM counts."""
     import ml_collections
 
-    from xlsr_jax import checkpointing, trainer
-    from xlsr_jax.tasks import common
+    from xlsr_jax import checkpointing, tasks
+    from xlsr_jax.tasks import finetune
 
     config = ml_collections.ConfigDict(checkpointing.read_config(ctc_run["checkpoints"]))
     with config.unlocked():
         config.eval.lm, config.eval.lm_alpha, config.eval.lm_beta = train_lm, 1.0, 0.0
-    task = trainer.create_task(config)
+    task = tasks.create_task(config)
     params = checkpointing.read_params_numpy(os.path.join(ctc_run["checkpoints"], str(ctc_run["steps"])))
-    records = common.collect_eval_records(task, params, config.data, "dev", max_batches=1)
+    records = finetune.collect_eval_records(task, params, config.data, "dev", max_batches=1)
     assert set(records[0][1]) == {"ids", "log_probs", "frame_padding"}
     metrics = task.eval_report(records, 7, str(tmp_path))
     assert {"wer", "cer", "wer_lm", "cer_lm", "wer_lm/es", "cer_lm/es"} <= set(metrics)

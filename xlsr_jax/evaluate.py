@@ -30,12 +30,10 @@ def load_run(ckpt: str, split: str | None, num_batches: int | None, lm_args: dic
     """(config, task, params, step) of a CTC training checkpoint, with evaluation overrides."""
     import ml_collections
 
-    from xlsr_jax import checkpointing, trainer
+    from xlsr_jax import checkpointing, tasks
 
-    try:
-        config = ml_collections.ConfigDict(checkpointing.read_config(ckpt))
-    except FileNotFoundError as e:
-        raise ValueError(f"{ckpt}: not a training run's checkpoint ({e})") from e
+    found = checkpointing.resolve(ckpt)  # CheckpointNotFoundError (a FileNotFoundError): one line
+    config = ml_collections.ConfigDict(checkpointing.read_config(ckpt))
     if config.get("task") != "ctc":
         raise ValueError(f"{ckpt}: a {config.get('task')!r} run; evaluate scores CTC runs")
     with config.unlocked():
@@ -51,10 +49,8 @@ def load_run(ckpt: str, split: str | None, num_batches: int | None, lm_args: dic
                     config.eval[f"lm_{key}"] = lm_args[key]
             if lm_args.get("beam_width"):  # 0 = the default width
                 config.eval.lm_beam_width = lm_args["beam_width"]
-    params_dir = checkpointing._resolve_step_dir(ckpt)
-    step = int(os.path.basename(os.path.dirname(os.path.normpath(params_dir))))
-    params = checkpointing.read_params_numpy(params_dir)
-    return config, trainer.create_task(config), params, step
+    params = checkpointing.read_params_numpy(found.params_dir)
+    return config, tasks.create_task(config), params, found.step
 
 
 def per_utterance(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from xlsr_jax import transcribe
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a CTC run's checkpoints/ (newest step) or a step directory")
+    parser.add_argument("--ckpt", required=True, help="a CTC run (workdir, checkpoints/: newest step) or a step")
     parser.add_argument("--split", default=None, help="split to score (default: the run's eval.split)")
     parser.add_argument("--num_batches", type=int, default=None, help="batches to score (default: eval.num_batches)")
     parser.add_argument("--out", default=None, help="write utterances.jsonl and report.json here")
@@ -102,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.tune and not args.lm:
         parser.error("--tune needs --lm")
     from xlsr_jax import decoding, lm
-    from xlsr_jax.tasks import common, ctc
+    from xlsr_jax.tasks import ctc, finetune
 
     try:
         config, task, params, step = load_run(args.ckpt, args.split, args.num_batches, transcribe.lm_kwargs(args))
-        records = common.collect_eval_records(task, params, config.data, config.eval.split, config.eval.num_batches)
+        records = finetune.collect_eval_records(task, params, config.data, config.eval.split, config.eval.num_batches)
         if args.tune:
             refs = ctc.ctc_report(records, task.vocabulary, task.languages)["utterances"]
             refs = [row["reference"] for row in refs]

@@ -421,9 +421,10 @@ def training_sentences(data_cfg: Any) -> list[str]:
     from data_pipelines import pipeline
 
     vocabulary = data_pipelines.build_vocabulary(data_cfg)
-    keep = set(pipeline._languages(data_cfg, lambda: pipeline._load_sources(data_cfg, "train")))
+    train = pipeline.load_sources(data_cfg, "train")
+    keep = set(pipeline.languages(data_cfg, lambda: train))
     sentences = []
-    for src in pipeline._load_sources(data_cfg, "train"):
+    for src in train:
         if src.transcripts is not None:
             sentences += [
                 vocabulary.normalize(t, lang) for t, lang in zip(src.transcripts, src.languages) if lang in keep

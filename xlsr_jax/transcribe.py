@@ -4,8 +4,9 @@
 
 Prints one line per file, in the order given: `<path>\t<transcript>`. DIR is an exported
 checkpoint (`xlsr_jax.pretrained` / `python -m xlsr_jax.convert hf-to-orbax`, which carry the
-vocabulary) or a CTC training run (root, step or params directory; the vocabulary is rebuilt from
-the run's data config, as during training). Audio in any format and rate the data pipeline reads
+vocabulary) or a CTC training run (the --workdir, its checkpoints/ folder, a step or params
+folder; a run gives its newest step; the vocabulary is rebuilt from the run's data config, as
+during training). Which checkpoint was loaded is printed on stderr. Audio in any format and rate the data pipeline reads
 (wav, flac, mp3, ogg, ...) is decoded, resampled to the model's rate and normalised as in training.
 
 Files are sorted by length and batched into padded lengths rounded up to whole seconds (few
@@ -28,16 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
+
 log = logging.getLogger("xlsr_jax.transcribe")
 
-PAD_TO_SAMPLES = 16000  # padded lengths are multiples of one second at 16 kHz
-# Long recordings: 20 s chunks with 4 s of context each side (12 s kept per chunk); see the note
-# in the README's "Recognise speech" for the measurement behind them.
+PAD_TO_SAMPLES = SAMPLE_RATE  # padded lengths are multiples of one second
+# Long recordings: 20 s chunks with 4 s of context each side (12 s kept per chunk); 20 s is
+# fairseq's fine-tuning max_sample_size (320000 samples), the longest input the model saw.
 CHUNK_S, STRIDE_S = 20.0, 4.0
-
-
-class AudioFileError(ValueError):
-    """An input file could not be read (message names the file)."""
 
 
 def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[list[np.ndarray | None], list[str]]:
@@ -48,11 +47,11 @@ def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[l
     """
     import data_pipelines
 
-    rate = int(audio_settings.get("sampling_rate", 16000))
+    rate = int(audio_settings.get("sampling_rate", SAMPLE_RATE))
     waves, errors = [], []
     for path in paths:
         try:
-            wave = data_pipelines.load_audio(path, target_sr=rate)
+            wave = data_pipelines.load_audio(path, sampling_rate=rate)
         except (data_pipelines.AudioDecodeError, OSError, ValueError) as e:
             errors.append(f"{path}: cannot read audio ({e})")
             waves.append(None)
@@ -89,15 +88,6 @@ def batches(
         yield idx, audio, padding
 
 
-def run_config(ckpt: str) -> dict[str, Any] | None:
-    """The run config stored with a training checkpoint (None for an exported checkpoint)."""
-    from xlsr_jax import checkpointing, fileio, pretrained
-
-    if fileio.isfile(fileio.join(ckpt, pretrained.MODEL_JSON)):
-        return None
-    return checkpointing.read_config(ckpt)
-
-
 def load_labels(ckpt: str, loaded: Any):
     """The checkpoint's CTC labels (`decoding.CTCLabels`, tokens by name).
 
@@ -111,7 +101,7 @@ def load_labels(ckpt: str, loaded: Any):
 
     if loaded.vocab:
         return decoding.CTCLabels.from_vocab(loaded.vocab, loaded.hf_extras.get(decoding.TOKENIZER_EXTRA))
-    run = run_config(ckpt)
+    run = loaded.run_config
     if run is None or "data" not in run:
         raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
     vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
@@ -163,7 +153,7 @@ class Transcriber:
                 f"{ckpt}: vocabulary has {len(self.labels)} tokens, the CTC head {self.loaded.config.vocab_size}"
             )
         self.batch_size = batch_size
-        rate = int(self.loaded.audio.get("sampling_rate", 16000))
+        rate = int(self.loaded.audio.get("sampling_rate", SAMPLE_RATE))
         self.hop = int(np.prod(self.loaded.config.conv_stride))  # samples per output frame
         # Chunk and stride in whole frames, so every chunk's frames fall on one grid.
         self.chunk_samples = int(round(chunk_s * rate / self.hop)) * self.hop if chunk_s else 0
@@ -260,7 +250,7 @@ class Transcriber:
         Words are the runs of tokens between word delimiters.
         """
         text, tokens = self.decode(emissions)
-        rate = float(self.loaded.audio.get("sampling_rate", 16000))
+        rate = float(self.loaded.audio.get("sampling_rate", SAMPLE_RATE))
         times = emissions.times
 
         def span(first: tuple[int, int, int], last: tuple[int, int, int]) -> tuple[float, float]:
@@ -362,10 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         "--timestamps", choices=("word", "char"), default=None, help="print JSON lines with each unit's start/end"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    transcriber = Transcriber(
-        args.ckpt, batch_size=args.batch_size, chunk_s=args.chunk_s, stride_s=args.stride_s, **lm_kwargs(args)
-    )
+    from xlsr_jax import pretrained
+
+    pretrained.setup_cli_logging()
+    try:
+        transcriber = Transcriber(
+            args.ckpt, batch_size=args.batch_size, chunk_s=args.chunk_s, stride_s=args.stride_s, **lm_kwargs(args)
+        )
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     outputs, errors = transcriber.emissions(args.audio)
     for path, emissions in zip(args.audio, outputs):
         if emissions is None:
