@@ -270,3 +270,35 @@ def test_trainer_eval_reports_lm_rates(ctc_run, train_lm, tmp_path):  # noqa: F8
     with open(tmp_path / "eval" / "ctc_7.json", encoding="utf-8") as f:
         report = json.load(f)
     assert report["per_language_lm"]["all"]["cer"] == metrics["cer_lm"]
+
+
+def _peak_rss_mb(*args: str) -> tuple[float, str]:
+    """Runs `python -m xlsr_jax.transcribe ARGS` in a fresh process: (its peak RSS in MB, stdout)."""
+    code = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['transcribe', *{list(args)!r}]\n"
+        "try:\n    runpy.run_module('xlsr_jax.transcribe', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK ")][-1]
+    return float(peak.split()[1]), proc.stdout
+
+
+@pytest.mark.slow  # the shared fine-tuning run of finetune_testlib
+@pytest.mark.integration
+def test_ten_minute_recording_in_flat_memory(ctc_run, tmp_path):  # noqa: F811
+    """A 10-minute recording transcribes in about the memory of a 1-minute one (chunks of 20 s);
+    in one piece, self-attention's memory grows with the square of the length."""
+    short, long = str(tmp_path / "one_minute.wav"), str(tmp_path / "ten_minutes.wav")
+    joined_recording(short, _clips("train")[:10], min_seconds=60.0)
+    joined_recording(long, _clips("train")[:10], min_seconds=600.0)
+    peak_short, _ = _peak_rss_mb("--ckpt", ctc_run["checkpoints"], short)
+    peak_long, out = _peak_rss_mb("--ckpt", ctc_run["checkpoints"], long)
+    assert out.startswith(long + "\t") and len(out.split()) > 100
+    # Measured on the tiny model: 830 MB for 61 s, 880 MB for 601 s (the audio itself is 38 MB);
+    # in one piece 120 s already took 2.1 GB.
+    assert peak_long < peak_short + 200, (peak_short, peak_long)
