@@ -32,6 +32,9 @@ LAYOUTS = {
     "blog": (["|", *CHARS, "[UNK]", "[PAD]"], {"unk_token": "[UNK]", "pad_token": "[PAD]"}, 2),
     # The same with the head sized by vocab.json alone (added tokens never output).
     "blog_short_head": (["|", *CHARS, "[UNK]", "[PAD]"], {"unk_token": "[UNK]", "pad_token": "[PAD]"}, 0),
+    # No word delimiter in the vocabulary at all (character scripts): the tokenizer adds "|"
+    # after the vocabulary, the head never outputs it.
+    "no_delimiter": (["<pad>", "<s>", "</s>", "<unk>", *CHARS], {}, 0),
     # Upper-case letters decoded in lower case, a space token instead of "|" as delimiter.
     "upper_space": (
         ["<pad>", "<unk>", " ", *[c.upper() for c in CHARS]],
