@@ -524,7 +524,6 @@ def train_and_evaluate(
       NonFiniteTrainingError: `train.max_consecutive_bad_steps` non-finite steps in a row.
     """
     input_builder = input_builder or _default_input_builder
-    resolved_config = _write_config(config, workdir)
     total_steps = config.train.total_steps
 
     # --- Mesh; then task, optimizer, sharded state and the jitted step (`build_training`).
@@ -532,6 +531,7 @@ def train_and_evaluate(
     repl = sharding.replicated(mesh)
     log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size, jax.process_count())
     training = build_training(config, mesh)
+    resolved_config = _write_config(config, workdir)  # after the task has resolved data-dependent sizes
     task, tracing = training.task, training.tracing
     state_sharding, abstract_state = training.state_sharding, training.abstract_state
 

@@ -48,6 +48,10 @@ class CtcTask(common.FinetuneTaskBase):
     def __init__(self, config: ml_collections.ConfigDict):
         """Builds the vocabulary from `config.data`, the model from `config.model`.
 
+        `config.model.vocab_size` 0 means "the vocabulary's size": it is resolved here, from the
+        data, and written back into `config.model`, so the run's config.json and checkpoints
+        record the head's real size (configs stay pure: they never read the corpus).
+
         Raises:
           ValueError: `config.model.vocab_size` differs from the vocabulary's size (set it, or
             `data.vocabulary.path`, so checkpoints describe their own head).
@@ -56,6 +60,8 @@ class CtcTask(common.FinetuneTaskBase):
 
         self.vocabulary = vocabulary_for(config.data)
         self.languages = resolve_languages(config.data)
+        if config.model.vocab_size == 0:
+            config.model.vocab_size = len(self.vocabulary)
         self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
         if self.model_config.vocab_size != len(self.vocabulary):
             raise ValueError(
