@@ -12,8 +12,11 @@ Source config (a dict in `data.sources`):
     "voxpopuli" (voxpopuli.py), "babel" (babel.py)
   path: manifest directory / corpus root / TFRecord dir or glob / TFDS data_dir
   splits: {pipeline split name: source split name}, e.g. {"dev": "valid"} for fairseq manifests
-  languages: locales to keep (common_voice: empty = every locale folder; others: unused)
-  language: the language of every utterance when the corpus does not say (manifest, mls, tfds)
+  languages: language folders to keep (common_voice, voxlingua107, voxpopuli: empty = every one;
+    others: unused)
+  language: the language of every utterance when the corpus does not say (manifest, mls, tfds,
+    babel)
+  text_column: voxpopuli's transcript column ("normalized_text", the default, or "raw_text")
   name: TFDS dataset name (tfds only); audio_key / text_key / language_key: TFDS feature names
 """
 

@@ -98,3 +98,36 @@ def test_voxlingua107_recipe_beats_chance_on_the_demo_corpus_in_voxlingua_layout
     assert report["utterances"] == 30 and report["accuracy"] >= 0.55, report
     with open(os.path.join(workdir, "eval", f"lid_{LID_STEPS}.json"), encoding="utf-8") as f:
         assert len(json.load(f)["confusion"]) == 3  # per-language confusion in the eval report
+
+
+@needs_espeak
+def test_train_py_reports_a_layout_mistake_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.trainer_testlib import REPO
+
+    pack = tmp_path / "IARPA_BABEL_OP2_202"
+    write_babel(str(pack))
+    txt = sorted((pack / "conversational" / "training" / "transcription").iterdir())[0]
+    txt.write_text(txt.read_text(encoding="utf-8") + "more words\n[99.000]\n", encoding="utf-8")  # past the audio
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            "--config",
+            os.path.join(REPO, "configs", "finetune", "babel.py") + f":lang=sw,path={pack},preset=tiny",
+            "--workdir",
+            str(tmp_path / "run"),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: corpus layout error: ") and str(txt) in last, last
