@@ -131,3 +131,20 @@ def test_train_py_reports_a_layout_mistake_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: corpus layout error: ") and str(txt) in last, last
+
+
+def test_benchmark_configs_are_pure():
+    """The recipes build without their corpora (no file reads in get_config) and fix what the
+    benchmark fixes: VoxLingua107's 107 classes in the corpus's order, CTC vocab left to the task."""
+    from configs.finetune import babel, voxlingua107, voxpopuli
+    from data_pipelines.voxlingua import VOXLINGUA107_LANGUAGES
+
+    lid = voxlingua107.get_config("path=/nonexistent/voxlingua107")
+    assert lid.task == "lid" and lid.model.num_labels == 107 == len(set(lid.data.languages))
+    assert list(lid.data.languages) == list(VOXLINGUA107_LANGUAGES) == sorted(VOXLINGUA107_LANGUAGES)
+    vp = voxpopuli.get_config("lang=hr,path=/nonexistent/voxpopuli")
+    assert vp.data.sources[0]["text_column"] == "normalized_text" and vp.data.languages == ["hr"]
+    bb = babel.get_config("lang=sw,path=/nonexistent/IARPA_BABEL_OP2_202")
+    for config in (vp, bb):
+        assert config.task == "ctc" and config.model.vocab_size == 0  # resolved by the CTC task
+        assert config.model.feature_grad_mult == 0.0 and config.finetune.freeze_finetune_updates == 10000
