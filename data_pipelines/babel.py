@@ -96,21 +96,25 @@ def read_transcript(path: str) -> list[tuple[float, float, str]]:
         marks that go backwards (the message names the file and line).
     """
     segments, start, text, text_line = [], None, None, 0
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            m = _TIME_MARK.match(line)
-            if m:
-                t = float(m.group(1))
-                if start is not None and t < start:
-                    raise sources.CorpusLayoutError(f"{path}:{n}: time mark [{t}] is before the previous [{start}]")
-                if text is not None:
-                    segments.append((start, t, text))
-                start, text = t, None
-            elif line.strip():
-                if start is None or text is not None:
-                    where = "before the first time mark" if start is None else "two text lines without a time mark"
-                    raise sources.CorpusLayoutError(f"{path}:{n}: text {where}")
-                text, text_line = line.strip(), n
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise sources.CorpusLayoutError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        m = _TIME_MARK.match(line)
+        if m:
+            t = float(m.group(1))
+            if start is not None and t < start:
+                raise sources.CorpusLayoutError(f"{path}:{n}: time mark [{t}] is before the previous [{start}]")
+            if text is not None:
+                segments.append((start, t, text))
+            start, text = t, None
+        elif line.strip():
+            if start is None or text is not None:
+                where = "before the first time mark" if start is None else "two text lines without a time mark"
+                raise sources.CorpusLayoutError(f"{path}:{n}: text {where}")
+            text, text_line = line.strip(), n
     if text is not None:
         raise sources.CorpusLayoutError(f"{path}:{text_line}: the last segment has no closing time mark")
     return segments
@@ -184,7 +188,7 @@ def babel_source(cfg: Mapping, split: str) -> sources.Source:
                     f"({frames / sr:.3f} s)"
                 )
             files.append(audio_path)
-            starts.append(start)
+            starts.append(min(start, frames))  # a segment wholly in the overshoot is empty (counted)
             stops.append(min(stop, frames))
             rates.append(sr)
             texts.append(clean_transcript(raw))

@@ -68,13 +68,21 @@ def read_split_tsv(tsv: str, text_column: str) -> list[tuple[str, str]]:
     """
     if not os.path.exists(tsv):
         raise sources.CorpusLayoutError(f"VoxPopuli split file {tsv} not found")
-    with open(tsv, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = reader.fieldnames or []
-        missing = [c for c in (*REQUIRED_COLUMNS, text_column) if c not in header]
-        if missing:
-            raise sources.CorpusLayoutError(f"{tsv}: missing column(s) {missing} (header: {header})")
-        return [(row["id"], row[text_column] or "") for row in reader]
+    try:
+        with open(tsv, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = reader.fieldnames or []
+            missing = [c for c in (*REQUIRED_COLUMNS, text_column) if c not in header]
+            if missing:
+                raise sources.CorpusLayoutError(f"{tsv}: missing column(s) {missing} (header: {header})")
+            rows = []
+            for n, row in enumerate(reader, 2):
+                if not row["id"]:
+                    raise sources.CorpusLayoutError(f"{tsv}:{n}: row without an id")
+                rows.append((row["id"], row[text_column] or ""))
+            return rows
+    except UnicodeDecodeError as e:
+        raise sources.CorpusLayoutError(f"{tsv}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def voxpopuli_source(cfg: Mapping, split: str) -> sources.Source:
