@@ -7,8 +7,9 @@ error rates on the pack's dev set (the LDC packs carry no eval transcripts); XLS
 2021, speech recognition results) repeats it on the same languages. Segments are cut from the
 long recordings by the transcripts' time marks and non-speech tags removed as Kaldi's BABEL
 recipe (which ESPnet runs) does: data_pipelines/babel.py. `eval.split = "dev"` and split "test"
-both read the pack's dev/; CER and WER per language are in the eval report. Published for
-XLSR-53, as paperswithcode lists the paper: WER as 44.1, tl 33.2, sw 26.5, ka 31.1; CER as 29.4.
+both read the pack's dev/; CER and WER per language are in the eval report. Published (the
+paper's best model, as paperswithcode lists it): WER as 44.1, tl 33.2, sw 26.5, ka 31.1;
+CER as 29.4.
 
 Numbers: a BABEL full language pack has ~40-80 h of transcribed conversation, so the recipe is
 fairseq `examples/wav2vec/config/finetuning/vox_100h.yaml` (LARGE model): lr 3e-5, 80000

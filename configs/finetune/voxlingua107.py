@@ -6,8 +6,8 @@ output and a linear classifier over VoxLingua107's 107 languages, trained on its
 scored by error rate on its dev set (the benchmark's evaluation set; `eval.split = "dev"` here).
 Labels are the folder names of the distributed corpus (data_pipelines/voxlingua.py), in the
 corpus's alphabetical order (`VOXLINGUA107_LANGUAGES`), fixed in the config so a checkpoint's
-classes keep their meaning. Published: dev-set error rate 5.7 % (XLS-R; wav2vec 2.0 LV-60K 7.2 %),
-as paperswithcode lists the paper.
+classes keep their meaning. Published: dev-set error rate 5.7 % (the paper's best XLS-R;
+wav2vec 2.0 LV-60K 7.2 %), as paperswithcode lists the paper.
 
 Optimisation: the paper's LID learning rate and update count could not be checked offline when
 this file was written, so the numbers are the repository's fairseq fine-tuning recipe

@@ -5,7 +5,8 @@ fine-tunes on the transcribed VoxPopuli data of each of its 14 evaluated languag
 reports WER on the test split (evaluate a run on it with `--config.eval.split=test`; the
 periodic evaluation uses dev), trained and scored on the `normalized_text` column (lower case,
 no punctuation), which this reader uses by default (data_pipelines/voxpopuli.py). Published:
-test WER 10.6 averaged over the languages (XLS-R, as paperswithcode lists the paper).
+test WER 10.6 averaged over the languages (the paper's best XLS-R, as paperswithcode lists
+it).
 
 Numbers: fairseq `examples/wav2vec/config/finetuning/vox_100h.yaml` (LARGE model, ~100 h of
 labelled speech: VoxPopuli's languages have tens to a few hundred hours each): lr 3e-5, 80000
