@@ -19,7 +19,8 @@ per update, vox_100h's 1600 s order); 40000 updates are ~3 passes over the 6628 
 Languages are sampled in proportion to their hours (`sampling_alpha = 1`: the plain classifier
 training the benchmark's baselines use).
 
-Variants: `path=DIR` the unpacked corpus (`<code>/*.wav` per language, `dev/<code>/*.wav`);
+Variants: `path=DIR` the unpacked corpus (`<code>/*.wav` or `train/<code>/*.wav` per language,
+`dev/<code>/*.wav`; the dev set covers 33 of the 107 languages);
 `langs=a+b` a subset of the 107 (smoke runs, demos); `preset=large` (must match the checkpoint;
 `xls_r_1b`, `xls_r_2b`, `tiny`); `init=DIR`; `steps=N`; `batch=N`; `lr=X`; `crop=N` max samples.
 """

@@ -49,6 +49,16 @@ def test_voxlingua107_language_folders_end_to_end(corpora):
     assert only.languages == ["tr", "tr"]
 
 
+def test_voxlingua107_train_folder_as_speechbrain_unpacks_it(corpora, tmp_path):
+    root, made = corpora["voxlingua107"]
+    for code in ("es", "sw", "tr"):  # ROOT/train/<code>/ and ROOT/dev/<code>/
+        shutil.copytree(os.path.join(root, code), tmp_path / "train" / code)
+    shutil.copytree(os.path.join(root, "dev"), tmp_path / "dev")
+    for split in ("train", "dev"):
+        src = sources.make_source({"type": "voxlingua107", "path": str(tmp_path)}, split)
+        assert sorted(src.num_samples.tolist()) == sorted(n for _, n in made[split].values())
+
+
 def test_voxpopuli_split_tsv_end_to_end(corpora):
     root, made = corpora["voxpopuli"]
     for split in ("train", "dev", "test"):
