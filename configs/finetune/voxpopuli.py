@@ -48,8 +48,8 @@ def get_config(arg=None):
     data.batch_size = args.batch
     data.min_sample_size = 8000  # keep segments of 0.5 s and more
     data.max_sample_size = 320000  # drop (counted) anything over 20 s
-    # vocab_size 0: the CTC task sets it from the train transcripts (no corpus read here).
-    model = base.finetune_model(args.preset, mask_time_prob=0.5, mask_feature_prob=0.5, vocab_size=0)
+    # The CTC task sets vocab_size from the train transcripts (no corpus read here).
+    model = base.finetune_model(args.preset, mask_time_prob=0.5, mask_feature_prob=0.5, vocab_size=base.VOCAB_FROM_DATA)
     config = base.finetune_config(
         task="ctc",
         model=model,

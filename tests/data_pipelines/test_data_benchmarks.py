@@ -14,7 +14,7 @@ import soundfile as sf
 from benchmark_testlib import needs_espeak, write_babel, write_voxlingua107, write_voxpopuli
 
 import data_pipelines
-from data_pipelines import sources, tfrecord
+from data_pipelines import sources, tfrecord_writer
 
 pytestmark = needs_espeak
 
@@ -140,7 +140,7 @@ def test_pipeline_over_the_new_sources_samples_buckets_counts_and_resumes(corpor
 def test_babel_converts_to_tfrecords_for_a_bucket(corpora, tmp_path):
     """Folder corpora reach gs:// as TFRecord shards (`write_tfrecords`' out_dir may be a bucket)."""
     cfg = {"type": "babel", "path": corpora["babel"][0]}
-    res = tfrecord.write_tfrecords([cfg], str(tmp_path / "tfr"), "train", num_shards=2)
+    res = tfrecord_writer.write_tfrecords([cfg], str(tmp_path / "tfr"), "train", num_shards=2)
     orig = sources.make_source(cfg, "train")
     src = sources.make_source({"type": "tfrecord", "path": str(tmp_path / "tfr")}, "train")
     assert res["written"] == len(orig) == len(src)

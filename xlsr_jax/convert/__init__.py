@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
 from xlsr_jax.convert.configs import ConfigError
@@ -101,7 +102,7 @@ def hf_to_orbax(
     audio = pretrained.default_audio_settings(config)
     if pre:
         audio = {
-            "sampling_rate": pre.get("sampling_rate", 16000),
+            "sampling_rate": pre.get("sampling_rate", SAMPLE_RATE),
             "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
         }
     if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
@@ -171,7 +172,7 @@ def orbax_to_hf(
     audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
     files: dict[str, Any] = {
         hf_io.PREPROCESSOR: hf_io.preprocessor_config(
-            audio.get("sampling_rate", 16000),
+            audio.get("sampling_rate", SAMPLE_RATE),
             audio.get("do_normalize", True),
             return_attention_mask=loaded.config.feat_extract_norm == "layer",
         ),

@@ -16,15 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, tables
 from xlsr_jax.convert.params import CheckpointMismatchError
 
 # Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
 # fine-tuned files still carry them. They are dropped when converting a CTC model.
 _PRETRAINING_ONLY = re.compile(r"(quantizer\.|project_q\.|final_proj\.|target_glu\.).*")
-
-# fairseq Dictionary: these four symbols precede the file's entries (fairseq/data/dictionary.py).
-FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
 def read_fairseq_dictionary(path: str | os.PathLike) -> dict[str, int]:
@@ -125,7 +123,7 @@ def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if normalize is None:  # fine-tuned: the pretraining task's setting
         w2v = model.get("w2v_args") or {}
         normalize = (w2v.get("task") or w2v).get("normalize", False)
-    return {"sampling_rate": int(task.get("sample_rate", 16000) or 16000), "do_normalize": bool(normalize)}
+    return {"sampling_rate": int(task.get("sample_rate", SAMPLE_RATE) or SAMPLE_RATE), "do_normalize": bool(normalize)}
 
 
 def read_fairseq_checkpoint(
@@ -140,14 +138,14 @@ def read_fairseq_checkpoint(
       dict_path: for CTC models, fairseq's `dict.ltr.txt` (the vocabulary is not stored in the
         checkpoint); without it no tokenizer files can be written later.
     """
-    from xlsr_jax.convert.hf_io import _to_numpy_float32
+    from xlsr_jax.convert.hf_io import to_numpy_float32
     from xlsr_jax.convert.torch_pickle import load_torch_file
 
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, Mapping) or "model" not in ckpt:
         raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with 'model')")
     cfg = checkpoint_config(ckpt)
-    state = {k: _to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
+    state = {k: to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
     _, _, is_ctc = configs.fairseq_model_cfg(cfg)
     vocab_size = None
     if is_ctc:

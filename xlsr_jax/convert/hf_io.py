@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from xlsr_jax.constants import SAMPLE_RATE
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -35,7 +35,12 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
         return json.load(f)
 
 
-def _to_numpy_float32(name: str, value: Any) -> np.ndarray:
+def to_numpy_float32(name: str, value: Any) -> np.ndarray:
+    """A float tensor (torch, numpy, bfloat16) as a float32 numpy array; `name` is for the error.
+
+    Raises:
+      ValueError: the tensor is not floating point.
+    """
     if hasattr(value, "detach"):  # torch tensor
         import torch
 
@@ -73,7 +78,7 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             # framework="np" reads without torch; bf16 arrives as ml_dtypes.bfloat16.
             with safe_open(path, framework="np") as f:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                    state[key] = _to_numpy_float32(key, f.get_tensor(key))
+                    state[key] = to_numpy_float32(key, f.get_tensor(key))
         else:
             from xlsr_jax.convert.torch_pickle import load_torch_file
 
@@ -81,12 +86,12 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             if not isinstance(loaded, Mapping):
                 raise ValueError(f"{path}: expected a state dict, got {type(loaded).__name__}")
             for key, value in loaded.items():
-                state[key] = _to_numpy_float32(key, value)
+                state[key] = to_numpy_float32(key, value)
     return state
 
 
 def preprocessor_config(
-    sampling_rate: int = 16000, do_normalize: bool = True, return_attention_mask: bool = True
+    sampling_rate: int = SAMPLE_RATE, do_normalize: bool = True, return_attention_mask: bool = True
 ) -> dict[str, Any]:
     """`preprocessor_config.json` for `Wav2Vec2FeatureExtractor`.
 
@@ -163,14 +168,9 @@ def write_hf_folder(
     """
     from safetensors.numpy import save_file
 
-    from xlsr_jax.pretrained import commit_dir
+    from xlsr_jax import fileio
 
-    final = os.path.abspath(os.fspath(out))
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".tmp-", dir=os.path.dirname(final))
-    try:
+    with fileio.atomic_dir(out, overwrite=overwrite) as tmp:
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
         save_file(tensors, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
         files = {CONFIG: dict(config), **dict(json_files or {})}
@@ -178,8 +178,4 @@ def write_hf_folder(
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
                 f.write("\n")
-        commit_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return os.path.abspath(os.fspath(out))
