@@ -71,8 +71,8 @@ LID_STEPS = 150
 @pytest.mark.slow
 def test_voxlingua107_recipe_beats_chance_on_the_demo_corpus_in_voxlingua_layout(tmp_path, ctc_run):  # noqa: F811
     from configs.finetune import voxlingua107
-    from xlsr_jax import trainer
-    from xlsr_jax.tasks import common, lid
+    from xlsr_jax import tasks, trainer
+    from xlsr_jax.tasks import finetune, lid
 
     root = str(tmp_path / "voxlingua_demo")
     codes = arrange_demo_as_voxlingua(root)  # ar, es, zh: 60 train / 10 dev clips each
@@ -92,8 +92,8 @@ def test_voxlingua107_recipe_beats_chance_on_the_demo_corpus_in_voxlingua_layout
     config.init.checkpoint = ctc_run["checkpoints"]
     workdir = str(tmp_path / "run")
     trainer.train_and_evaluate(config, workdir)
-    task = trainer.create_task(config)
-    records = common.collect_eval_records(task, _params(workdir, LID_STEPS), config.data, "dev")
+    task = tasks.create_task(config)
+    records = finetune.collect_eval_records(task, _params(workdir, LID_STEPS), config.data, "dev")
     report = lid.lid_report(records, task.languages)
     print("VoxLingua-layout LID accuracy", report["accuracy"], report["per_language"])
     # 10 dev clips per language: under chance (1/3), P(accuracy >= 0.55) is below 0.5%.
