@@ -11,9 +11,11 @@ Without an LM the search is lexicon-free (beam search on the acoustic scores alo
   alpha: LM weight (flashlight `lm_weight`); beta: score added per word (`word_score`),
   pyctcdecode's names for the same two knobs.
 
-The label list comes from `decoding.CTCLabels` (by token name); transcripts are built from the
-best path's frame tokens with the same function as greedy decoding, so alpha = beta = 0 with a
-beam of 1 gives the greedy transcript.
+The label list comes from `decoding.CTCLabels` (by token name). Without an LM the transcript is
+built from the best path's frame tokens with the same function as greedy decoding, so a beam of 1
+gives the greedy transcript; with an LM it is the search's finished lexicon words (one extra
+frame that is surely a delimiter lets the last word finish), with alpha = beta = 0 and a beam of
+1 again the greedy transcript where that is made of lexicon words.
 
 `write_arpa` makes a small word n-gram (interpolated absolute discounting, Ney, Essen & Kneser
 1994) in ARPA format from transcripts, for tests and the demo; real LMs come from KenLM's `lmplz`.
