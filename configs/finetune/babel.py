@@ -4,9 +4,10 @@ Task: the XLSR paper (Conneau et al., 2020, arXiv:2006.13979) fine-tunes the pre
 with a CTC character head on the conversational telephone speech of one BABEL language pack at a
 time (8 kHz audio, upsampled to 16 kHz for the model) and reports error rates on the pack's dev
 set (the LDC packs carry no eval transcripts); XLS-R (Babu et al., 2021, arXiv:2111.09296,
-"Speech Recognition", BABEL) repeats it with WER on five of the languages. Segments are cut from
-the long recordings by the transcripts' time marks and non-speech tags removed as Kaldi's BABEL
-recipe (which ESPnet runs) does: data_pipelines/babel.py. `eval.split = "dev"` and split "test"
+"Speech Recognition", BABEL; section names as the post cited below heads them) repeats it with
+WER on five of the languages. Segments are cut from the long recordings by the transcripts' time
+marks and non-speech tags removed as Kaldi's BABEL recipe (which ESPnet runs) does:
+data_pipelines/babel.py. `eval.split = "dev"` and split "test"
 both read the pack's dev/; CER and WER per language are in the eval report.
 
 Published, read from the papers' tables as reproduced (screenshots without captions, so no

@@ -1,12 +1,13 @@
 """Language identification on VoxLingua107 (107 languages): the XLS-R paper's LID benchmark.
 
 Task: the XLS-R paper (Babu et al., 2021, arXiv:2111.09296, "Speech Classification", language
-identification) fine-tunes XLS-R (0.3B) only (the paper uses the smallest model for the
-classification tasks, as the post cited below reports) on VoxLingua107's official train set and
-reports error rate on its dev set (1609 clips of 33 languages; `eval.split = "dev"` here), by
-clip length. A classifier over the Transformer's pooled output (mean pooling here); labels are
-the folder names of the distributed corpus (data_pipelines/voxlingua.py) in the corpus's
-alphabetical order (`VOXLINGUA107_LANGUAGES`), fixed so a checkpoint's classes keep their meaning.
+identification; section names as the post cited below heads them) fine-tunes XLS-R (0.3B)
+only (the smallest model for the classification tasks, as the post reports) on VoxLingua107's
+official train set and reports error rate on its dev set (1609 clips of 33 languages;
+`eval.split = "dev"` here), by clip length. A classifier over the Transformer's pooled output
+(mean pooling here); labels are the folder names of the distributed corpus
+(data_pipelines/voxlingua.py) in the corpus's alphabetical order (`VOXLINGUA107_LANGUAGES`),
+fixed so a checkpoint's classes keep their meaning.
 
 Published (the paper's LID table as reproduced, screenshot without caption, so no table number,
 in Anwarvic/anwarvic.github.io my_collections/_speech-recognition/media/XLS-R/image15.png; the

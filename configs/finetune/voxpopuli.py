@@ -1,9 +1,10 @@
 """CTC fine-tuning on one VoxPopuli language (the XLS-R paper's VoxPopuli ASR benchmark).
 
-Task: the XLS-R paper (Babu et al., 2021, arXiv:2111.09296, "Speech Recognition", VoxPopuli)
-fine-tunes on the transcribed VoxPopuli data of each of its 14 languages separately (543 h en to
-10 h sl) and reports WER per language, trained and scored here on the `normalized_text` column
-(lower case, no punctuation; data_pipelines/voxpopuli.py). Evaluate a run on the test split with
+Task: the XLS-R paper (Babu et al., 2021, arXiv:2111.09296, "Speech Recognition", VoxPopuli;
+section names as the post cited below heads them) fine-tunes on the transcribed VoxPopuli data
+of each of its 14 languages separately (543 h en to 10 h sl) and reports WER per language,
+trained and scored here on the `normalized_text` column (lower case, no punctuation;
+data_pipelines/voxpopuli.py). Evaluate a run on the test split with
 `--config.eval.split=test`; the periodic evaluation uses dev.
 
 Published (read from the paper's VoxPopuli table as reproduced in Anwarvic/anwarvic.github.io,
