@@ -151,3 +151,11 @@ def test_benchmark_configs_are_pure():
     for config in (vp, bb):
         assert config.task == "ctc" and config.model.vocab_size == 0  # resolved by the CTC task
         assert config.model.feature_grad_mult == 0.0 and config.finetune.freeze_finetune_updates == 10000
+        # fairseq examples/wav2vec/xlsr: finetune.yaml masking and lr, max_update per benchmark.
+        assert (config.model.mask_time_prob, config.model.mask_feature_prob, config.optim.lr) == (0.75, 0.25, 3e-4)
+    assert (vp.train.total_steps, bb.train.total_steps) == (50000, 26000)
+    assert (vp.data.batch_size, bb.data.batch_size) == (160, 200)  # 1600 s at ~10 s / ~8 s a segment
+    two_b = babel.get_config("lang=sw,preset=xls_r_2b")
+    assert two_b.optim.lr == 3e-5 and two_b.data.batch_size == 480  # 2B: [3e-6, 3e-5], 3840 s
+    explicit = babel.get_config("lang=sw,lr=1e-4,batch=7")  # explicit values win
+    assert explicit.optim.lr == 1e-4 and explicit.data.batch_size == 7
