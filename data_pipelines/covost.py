@@ -10,20 +10,27 @@ Source config (a dict in `data.sources`):
   clips: the Common Voice release folder (`<locale>/clips/`) or one `clips/` folder
   pairs: language pairs to read, e.g. ["es_en", "ru_en"] (empty = every pair in `path`)
 
-`data_pipelines.sources.covost_source` reads it: the `Source` has the translations as its
+`covost_source` reads it (`sources.READERS["covost"]`): the `Source` has the translations as its
 transcripts, the source locale as its language, and two extra columns: `target_languages`
 (locale per utterance) and `source_texts`. Rows without a translation are counted and skipped;
-missing clips fail at start, listed (as Common Voice). This module holds the file format.
+missing clips fail at start, listed (as Common Voice).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import logging
 import os
 import re
+from collections.abc import Mapping
 
+from data_pipelines import sources
 from data_pipelines.demo_sentences import SENTENCES, TRANSLATIONS_EN
+from data_pipelines.source import Source
+from xlsr_jax.constants import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
 
 TSV_PATTERN = "covost_v2.{pair}.{split}.tsv"
 _TSV_RE = re.compile(r"covost_v2\.(?P<src>[^._]+)_(?P<tgt>[^._]+)\.(?P<split>[a-z]+)\.tsv$")
@@ -68,6 +75,48 @@ def read_tsv(tsv: str) -> list[dict[str, str]]:
         if missing:
             raise ValueError(f"{tsv}: missing column(s) {missing}; expected {list(COLUMNS)}")
         return list(reader)
+
+
+def covost_source(cfg: Mapping, split: str) -> Source:
+    """The `Source` of one split over the configured language pairs (see the module docstring):
+    translations as transcripts, the source locale as language, plus `target_languages` and
+    `source_texts`. Rows without a translation are counted (logged) and skipped."""
+    paths, lengths, langs, targets, target_langs, texts = [], [], [], [], [], []
+    for src, tgt, tsv in find_pairs(cfg["path"], sources.split_name(cfg, split), list(cfg.get("pairs") or [])):
+        clips = clips_dir(cfg.get("clips") or cfg["path"], src)
+        rows = read_tsv(tsv)
+        kept = [r for r in rows if (r.get("translation") or "").strip()]
+        if len(kept) < len(rows):
+            logger.warning("%s: %d of %d rows have no translation, skipped", tsv, len(rows) - len(kept), len(rows))
+        clip_paths = [os.path.join(clips, r["path"]) for r in kept]
+        sources.check_exist(clip_paths, f"CoVoST-2 {tsv}")
+        durations = clip_durations(os.path.dirname(clips))
+        if all(r["path"] in durations for r in kept):
+            lengths += [durations[r["path"]] * SAMPLE_RATE // 1000 for r in kept]
+        else:
+            lengths += list(sources.probe_lengths(clip_paths))
+        paths += clip_paths
+        langs += [src] * len(kept)
+        target_langs += [tgt] * len(kept)
+        targets += [r["translation"] for r in kept]
+        texts += [r.get("sentence") or "" for r in kept]
+    source = Source(f"covost:{cfg['path']}:{split}", langs, lengths, targets, paths, sources.file_loader(paths))
+    source.target_languages = target_langs
+    source.source_texts = texts
+    return source
+
+
+def clip_durations(locale_dir: str) -> dict[str, int]:
+    """Common Voice's clip_durations.tsv (clip -> milliseconds), when the release has it."""
+    path = os.path.join(locale_dir, "clip_durations.tsv")
+    out: dict[str, int] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            next(f)
+            for line in f:
+                clip, ms = line.rstrip("\n").split("\t")
+                out[clip] = int(ms)
+    return out
 
 
 def write_demo_covost(corpus_dir: str, out_dir: str, target: str = "en") -> list[str]:

@@ -32,7 +32,7 @@ def test_demo_corpus_as_covost(tmp_path):
     table = dict(zip(SENTENCES["es"], TRANSLATIONS_EN["es"]))
     assert all(table[s] == t for s, t in zip(src.source_texts, src.transcripts))
     assert (src.num_samples > 0).all() and src.load(0).ndim == 1
-    every = sources.covost_source({"type": "covost", "path": str(tmp_path), "clips": DEMO}, "test")
+    every = covost.covost_source({"type": "covost", "path": str(tmp_path), "clips": DEMO}, "test")
     assert set(every.languages) == set(SENTENCES)
 
 
@@ -43,13 +43,13 @@ def test_bad_covost_input_is_named_or_counted(tmp_path, caplog):
     first = lines[1].split("\t")
     first[2] = ""  # no translation: skipped and counted
     tsv.write_text("\n".join([lines[0], "\t".join(first)] + lines[2:]) + "\n", encoding="utf-8")
-    src = sources.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["sw_en"]}, "dev")
+    src = covost.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["sw_en"]}, "dev")
     assert len(src) == len(lines) - 2 and "1 of" in caplog.text
     with pytest.raises(FileNotFoundError, match="covost_v2.xx_en.dev.tsv"):
-        sources.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["xx_en"]}, "dev")
+        covost.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["xx_en"]}, "dev")
     (tmp_path / "covost_v2.tr_en.dev.tsv").write_text("path\tsentence\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"covost_v2.tr_en.dev.tsv: missing column\(s\) \['translation'\]"):
-        sources.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["tr_en"]}, "dev")
+        covost.covost_source({"path": str(tmp_path), "clips": DEMO, "pairs": ["tr_en"]}, "dev")
 
 
 @pytest.fixture(scope="module")
