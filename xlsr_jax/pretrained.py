@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,11 +67,22 @@ class Pretrained:
         return models.model_class(self.architecture)(self.config)
 
 
+_cli_handler: logging.Handler | None = None
+
+
 def setup_cli_logging() -> None:
     """Logging of the command-line tools: warnings, plus the line saying which checkpoint
-    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on stderr."""
+    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on the current
+    stderr, whatever the root logger's configuration (one handler, replaced on every call)."""
+    global _cli_handler
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _cli_handler is not None:
+        log.removeHandler(_cli_handler)
+    _cli_handler = logging.StreamHandler(sys.stderr)
+    _cli_handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_cli_handler)
     log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def default_audio_settings(config: Wav2Vec2Config) -> dict[str, Any]:
