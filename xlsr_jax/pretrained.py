@@ -233,14 +233,31 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
         raise ValueError(f"{found.config_item}: run config has no `model` section")  # noqa: TRY004
     names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}
+    architecture = checkpointing.run_architecture(run, found.config_item)
     meta = {
-        "architecture": checkpointing.run_architecture(run, found.config_item),
+        "architecture": architecture,
         "config": {k: v for k, v in run["model"].items() if k in names},
         "hf_extras": {},
-        "vocab": None,
+        "vocab": run_vocabulary(run, found.path) if architecture == "Wav2Vec2ForCTC" else None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
     return meta, run
+
+
+def run_vocabulary(run: Mapping[str, Any], where: str) -> dict[str, int] | None:
+    """A CTC run's vocabulary {token: id}, rebuilt from its data config as the input pipeline built
+    it for training (`data.vocabulary.path`, else the train transcripts); None (with a warning)
+    when the corpus is not readable here."""
+    import ml_collections
+
+    import data_pipelines
+
+    try:
+        vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(dict(run.get("data") or {})))
+    except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+        log.warning("%s: cannot rebuild the run's CTC vocabulary from its data config (%s)", where, e)
+        return None
+    return {token: i for i, token in enumerate(vocabulary.tokens)}
 
 
 def _numpy_target(tree: Any) -> Any:

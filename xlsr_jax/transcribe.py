@@ -87,13 +87,13 @@ def load_vocabulary(ckpt: str, loaded: Any):
 
     import data_pipelines
 
+    run = loaded.run_config
+    if run is not None and "data" in run:  # a training run: the vocabulary as the pipeline built it
+        return data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
     if loaded.vocab:
         tokens = [t for t, _ in sorted(loaded.vocab.items(), key=lambda kv: kv[1])]
         return data_pipelines.Vocabulary(tokens)
-    run = loaded.run_config
-    if run is None or "data" not in run:
-        raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
-    return data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
+    raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
 
 
 class Transcriber:
