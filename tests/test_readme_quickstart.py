@@ -27,8 +27,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]  # trains twice and runs six commands
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(REPO, "data_pipelines", "demo_corpus")
 
@@ -86,6 +84,8 @@ def _clips(cwd: str) -> None:
         sf.write(os.path.join(cwd, name), load_audio(os.path.join(sw, source)), 16000)
 
 
+@pytest.mark.slow  # trains twice and runs six commands
+@pytest.mark.integration
 def test_readme_finetuning_quickstart(tmp_path):
     cwd = str(tmp_path)
     for name in ("train.py", "configs"):
@@ -141,3 +141,34 @@ def test_readme_finetuning_quickstart(tmp_path):
     _run(extract.replace("DIR", "runs/sw").replace("--layer 12", "--layer 2"), cwd)
     feats = np.load(os.path.join(cwd, "feats.npz"))
     assert list(feats["paths"]) == ["a.wav", "b.flac"] and feats["features_0"].shape[1] == 64
+
+
+def _train_commands() -> list[str]:
+    """Every `python train.py ...` command of the README's bash blocks (continuations joined)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    lines = [line.split("  #")[0].strip() for b in blocks for line in re.sub(r"\\\n\s*", "", b).splitlines()]
+    return [line for line in lines if line.startswith("python train.py ")]
+
+
+@pytest.mark.parametrize("command", _train_commands())
+def test_readme_training_commands_build_their_configs(command, monkeypatch):
+    """Every README training command names a config that builds with its variant and whose
+    overrides exist (what train.py's locked config checks before touching any data); the
+    fine-tuning one also runs above, on a CPU-sized model."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(REPO)
+    argv = shlex.split(command)
+    path, _, arg = argv[argv.index("--config") + 1].partition(":")
+    spec = importlib.util.spec_from_file_location("readme_config", os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    assert "--workdir" in argv
+    for flag in (a for a in argv if a.startswith("--config.")):
+        *sections, field = flag.removeprefix("--config.").split("=", 1)[0].split(".")
+        node = config
+        for name in sections:
+            node = node[name]
+        assert field in node, flag
