@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,11 +97,22 @@ def encoder_config(config) -> Wav2Vec2Config:
     return getattr(config, "encoder", config)
 
 
+_cli_handler: logging.Handler | None = None
+
+
 def setup_cli_logging() -> None:
     """Logging of the command-line tools: warnings, plus the line saying which checkpoint
-    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on stderr."""
+    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on the current
+    stderr, whatever the root logger's configuration (one handler, replaced on every call)."""
+    global _cli_handler
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _cli_handler is not None:
+        log.removeHandler(_cli_handler)
+    _cli_handler = logging.StreamHandler(sys.stderr)
+    _cli_handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_cli_handler)
     log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def default_audio_settings(config) -> dict[str, Any]:
@@ -280,7 +292,7 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
         "config": {k: v for k, v in run["model"].items() if k in names},
         "generation": _run_generation(run),
         "hf_extras": {},
-        "vocab": None,
+        "vocab": run_vocabulary(run, found.path) if architecture == "Wav2Vec2ForCTC" else None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
     return meta, run
@@ -298,6 +310,22 @@ def _run_generation(run: Mapping[str, Any]) -> dict[str, Any]:
     if language:
         out["target_language"] = language  # resolved to a token id by the tokenizer's user
     return out
+
+
+def run_vocabulary(run: Mapping[str, Any], where: str) -> dict[str, int] | None:
+    """A CTC run's vocabulary {token: id}, rebuilt from its data config as the input pipeline built
+    it for training (`data.vocabulary.path`, else the train transcripts); None (with a warning)
+    when the corpus is not readable here."""
+    import ml_collections
+
+    import data_pipelines
+
+    try:
+        vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(dict(run.get("data") or {})))
+    except Exception as e:  # noqa: BLE001 - a corpus or data config this machine cannot read: carry on without
+        log.warning("%s: cannot rebuild the run's CTC vocabulary from its data config (%s)", where, e)
+        return None
+    return {token: i for i, token in enumerate(vocabulary.tokens)}
 
 
 def _numpy_target(tree: Any) -> Any:
