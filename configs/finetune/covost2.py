@@ -8,13 +8,23 @@ What the XLS-R paper (Babu et al., 2021, §5.1) and its released models fix, and
     sentencepiece.bpe.model) and target-language tokens (one model for many directions);
   * generation from </s> (decoder_start_token_id 2) with the target language forced first;
     beam search of width 5, as the released `generation_config.json`s;
-  * the sizes: 300M, 1B, 2B encoders (`size=`), the latter two sharded with FSDP as in pretraining.
+  * the sizes: 300M, 1B, 2B encoders (`size=`), the latter two sharded with FSDP as in pretraining;
+  * the decoder's size: 12 layers, width 1024, 16 heads, FFN 4096, 459M parameters (the paper's
+    description of its mBART decoder, read in a summary of the paper; MBartDecoderConfig's defaults).
+What to expect (the paper's CoVoST-2 test BLEU, read from its tables; multilingual fine-tuning,
+one model for the 21 X -> En directions, another for the 15 En -> X ones):
+    X -> En average over 21 directions: XLS-R 300M 13.2, 1B 19.3, 2B 22.1 (es -> en, 2B: 39.2);
+    En -> X average over 15 directions: 300M 23.2, 1B 26.0, 2B 27.8.
+  Without the mBART initialisation the 1B model drops to 12.4 (X -> En) and 25.1 (En -> X); whether
+  the paper's BLEU is sacreBLEU on detokenized text is not stated in what could be read.
 Not stated in the paper, and taken here from fairseq's recipes (so marked): label smoothing 0.1
 (fairseq `examples/speech_to_text` `--label-smoothing 0.1`), the fine-tuning optimiser, tri-stage
 schedule and frozen feature encoder of `configs/finetune/base.py` (the wav2vec 2.0 fine-tuning
 recipe the paper uses for ASR), the encoder frozen for the first 10000 updates as there, lr 1e-4,
 light masking (mask_time_prob 0.1) since the targets are not aligned to frames, 320 clips per
 update and 50000 updates (our choices; tune them per direction, as the paper tunes ASR runs).
+The paper's learning rate, updates, batch size, schedule, freezing, length penalty and maximum
+length could not be found in what was read of it: every such value here is one of the above.
 
 Variants: `src=es` / `tgt=en` one direction (empty src = every pair found under `path`);
 `path=DIR` the covost_v2.*.tsv files; `clips=DIR` the Common Voice release (default = path);
