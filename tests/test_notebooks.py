@@ -4,7 +4,8 @@ Each notebook is executed with nbclient in a fresh Python kernel of this interpr
 kernel spec, so a user-level "python3" kernel elsewhere cannot be picked up), with JAX on CPU and
 test parameters injected after the cell tagged `parameters` (papermill's convention): a temporary
 run directory and tiny step counts. A cell error fails the test; then each notebook's results are
-checked: fine-tuning lowers the CER and the export matches transformers' logits, pretraining
+checked: fine-tuning lowers the CER and the export matches transformers' logits, the
+translation section trains, translates the test clips and scores BLEU, pretraining
 resumes at the saved step, the representations notebook encodes every language and draws its
 plots. The executed notebooks are kept in pytest's tmp_path for inspection.
 """
@@ -34,7 +35,7 @@ CELL_TIMEOUT_S = 600
 
 # Test parameters per notebook (on top of the notebook's own CPU defaults).
 PARAMETERS = {
-    "finetuning.ipynb": {"STEPS": 60},
+    "finetuning.ipynb": {"STEPS": 60, "TRANSLATION_STEPS": 10},
     "pretraining.ipynb": {"STEPS": 10, "EXTRA_STEPS": 5, "SHOW_TENSORBOARD": False},
     "representations.ipynb": {"PRETRAIN_STEPS": 10, "UTTERANCES_PER_LANGUAGE": 10},
 }
@@ -140,6 +141,11 @@ def test_finetuning_notebook_lowers_cer_and_exports(tmp_path):
     assert summary["steps"] == params["STEPS"]
     assert len(summary["transcripts"]) == 3 and all(t is not None for t in summary["transcripts"])
     assert os.path.isfile(os.path.join(summary["hf_export"], "model.safetensors"))
+    # Section 9: the translation run trained, translated the 10 Spanish test clips (possibly with
+    # empty strings after 10 updates), and sacreBLEU scored them.
+    assert summary["translation_steps"] == params["TRANSLATION_STEPS"]
+    assert 0.0 <= summary["translation_test_bleu"] <= 100.0 and 0.0 <= summary["translation_test_chrf"] <= 100.0
+    assert len(summary["translations"]) == 10 and all(isinstance(t, str) for t in summary["translations"])
     # One test rather than two sharing a fixture: pytest-xdist could run the notebook twice.
     if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
         assert summary["parity_max_abs_logit_diff"] is not None
