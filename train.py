@@ -67,7 +67,18 @@ def main(argv: list[str]) -> None:
         jax.device_count(),
         jax.devices()[0].device_kind,
     )
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    from xlsr_jax import checkpointing
+
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (
+        checkpointing.CheckpointSaveError,
+        checkpointing.CheckpointDamagedError,
+        checkpointing.ModelMismatchError,
+    ) as e:
+        # What is wrong with the disk or the checkpoint, without a traceback; exit status 1.
+        logging.getLogger("xlsr_jax.train").error("%s", e)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
