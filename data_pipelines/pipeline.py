@@ -44,6 +44,7 @@ class SkipStats:
         self.counts: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}
         self.decode_skips = 0
+        self._counted: set = set()  # keys of files already counted (a file is retried each epoch)
 
     def add(
         self,
@@ -51,10 +52,21 @@ class SkipStats:
         examples: str | list[str],
         n: int = 1,
         at_decode: bool = False,
+        key=None,
     ) -> None:
         """Counts `n` skips for `reason` (keeping a few example ids); logs a summary at the 1st,
-        2nd, 4th, 8th, ... decode-time skip so a long run's log stays short."""
+        2nd, 4th, 8th, ... decode-time skip so a long run's log stays short.
+
+        Args:
+          key: identifies the file (e.g. (source, index)); a key already counted is not counted
+            again, so the counts are files, not decode attempts (a bad file is drawn again in
+            every epoch and by every bucket plan).
+        """
         with self._lock:
+            if key is not None:
+                if key in self._counted:
+                    return
+                self._counted.add(key)
             self.counts[reason] = self.counts.get(reason, 0) + n
             ex = self.examples.setdefault(reason, [])
             for e in [examples] if isinstance(examples, str) else examples:
@@ -522,7 +534,7 @@ class _Decoder:
 
         def skip(reason, example):
             if valid:
-                self.stats_tracker.add(reason, example, at_decode=True)
+                self.stats_tracker.add(reason, example, at_decode=True, key=(s, i))
             return fail
 
         try:

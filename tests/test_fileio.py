@@ -107,7 +107,9 @@ def test_metrics_jsonl_drops_the_steps_a_resume_trains_again(tmp_path):
         for step in (1, 2, 3, 4):
             f.write(json.dumps({"step": step, "train/loss": float(step)}) + "\n")
         f.write('{"step": 5, "train/lo')  # cut short by a kill
-    writer = metrics.MetricWriter(str(tmp_path / "tb"), total_steps=6, initial_step=2, progress_bar=False, jsonl_path=path)
+    writer = metrics.MetricWriter(
+        str(tmp_path / "tb"), total_steps=6, initial_step=2, progress_bar=False, jsonl_path=path
+    )
     for step in (3, 4):
         writer.write_scalars(step, {"train/loss": 10.0 + step})
     writer.write_scalars(4, {"eval/loss": 1.0})

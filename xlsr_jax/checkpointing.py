@@ -658,10 +658,17 @@ def step_problem(step_dir: str, *, training: bool = True) -> str | None:
 def describe_error(error: BaseException) -> str:
     """One line for a failed read: the exception type and its most telling line (TensorStore's
     OUT_OF_RANGE / DATA_LOSS / NOT_FOUND line when there is one, which names the file)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    telling = [line for line in lines if any(code in line for code in ("OUT_OF_RANGE", "DATA_LOSS", "NOT_FOUND"))]
-    line = (telling or lines or [""])[0]
-    return f"{type(error).__name__}: {line[:300]}"
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:  # Orbax wraps TensorStore's error
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:
+        for line in str(e).splitlines():
+            if any(code in line for code in ("OUT_OF_RANGE", "DATA_LOSS", "NOT_FOUND")):
+                return f"{type(e).__name__}: {line.strip()[:300]}"
+    lines = [line.strip() for line in str(chain[0]).splitlines() if line.strip()]
+    return f"{type(chain[0]).__name__}: {(lines or [''])[0][:300]}"
 
 
 def _is_damage(error: BaseException) -> bool:

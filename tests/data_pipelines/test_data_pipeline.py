@@ -295,6 +295,26 @@ def test_bad_files_skipped_and_counted(tmp_path):
     assert pipe.stats["counts"]["too_short"] >= 2
 
 
+def test_a_bad_file_is_counted_once_however_often_it_is_drawn(tmp_path):
+    # A training split cycles: the corrupt file is drawn (and fails) in every epoch; the count
+    # is of files, with the file named in the examples.
+    root = str(tmp_path)
+    write_common_voice(root, {"aa": 6}, "train", seconds=(1.0, 1.5))
+    with open(os.path.join(root, "aa", "clips", "corrupt.wav"), "wb") as f:
+        f.write(b"RIFF\x00\x00garbage" * 50)
+    with open(os.path.join(root, "aa", "train.tsv"), "a") as f:
+        f.write("c\tcorrupt.wav\tSol.\taa\n")
+    with open(os.path.join(root, "aa", "clip_durations.tsv"), "a") as f:
+        f.write("corrupt.wav\t1200\n")
+    pipe = data_pipelines.build_input(make_cfg(root, languages=["aa"], batch_size=4), "train", "pretrain")
+    try:
+        take(pipe, 12)  # 48 rows: the 7 files about 7 times each
+    finally:
+        pipe.close()
+    assert pipe.stats["counts"] == {"unreadable": 1}, pipe.stats
+    assert any("corrupt.wav" in e for e in pipe.stats["examples"]["unreadable"])
+
+
 def test_demo_corpus_config_all_tasks():
     for task in data_pipelines.TASKS:
         cfg = data_pipelines.demo_corpus_config(task, batch_size=4)

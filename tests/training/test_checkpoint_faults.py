@@ -35,7 +35,8 @@ def config(total_steps, **model):
     return cfg
 
 def train(cfg, workdir, **kwargs):
-    return trainer.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1], input_builder=synthetic_builder(**kwargs))
+    builder = synthetic_builder(**kwargs)
+    return trainer.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1], input_builder=builder)
 """
 
 
