@@ -592,8 +592,9 @@ def restore_or_init(
 DAMAGED = "damaged"
 
 
-class CheckpointDamagedError(RuntimeError):
-    """No readable checkpoint where one was expected; the message is one line per step tried."""
+class CheckpointDamagedError(ValueError):
+    """No readable checkpoint where one was expected; the message is one line naming each step
+    tried and why (a ValueError, so the command-line tools print it as their one-line error)."""
 
 
 class ModelMismatchError(ValueError):
@@ -673,7 +674,7 @@ def describe_error(error: BaseException) -> str:
 
 def _is_damage(error: BaseException) -> bool:
     """Whether a failed read means the files are bad (not: out of memory, a mismatched model)."""
-    if isinstance(error, (ModelMismatchError, MemoryError, KeyboardInterrupt)):
+    if isinstance(error, (ModelMismatchError, CheckpointNotFoundError, MemoryError, KeyboardInterrupt)):
         return False
     return "RESOURCE_EXHAUSTED" not in str(error)
 

@@ -165,27 +165,32 @@ def load_pretrained(
       `Pretrained` (its `source` says which checkpoint was read; also logged at INFO).
     Raises:
       checkpointing.CheckpointNotFoundError: `directory` is none of those layouts (one line).
+      checkpointing.CheckpointDamagedError: nothing readable there (one line per step tried).
       ValueError: a training checkpoint without a usable run config.
     """
     import orbax.checkpoint as ocp
 
     from xlsr_jax.models.transformer import restack_layers
 
-    found = checkpointing.resolve(directory)
-    run_config = None
-    if found.kind == "export":
-        meta = read_metadata(found.export_dir)
-    else:
-        meta, run_config = _training_checkpoint_metadata(found)
-    config = Wav2Vec2Config.from_dict(meta["config"])
-    with ocp.StandardCheckpointer() as ckptr:
-        if abstract_params is None:
-            meta_tree = ckptr.metadata(found.params_dir)
-            tree = getattr(meta_tree, "item_metadata", meta_tree)
-            tree = getattr(tree, "tree", tree)
-            params = ckptr.restore(found.params_dir, _numpy_target(tree))
+    def load(found: checkpointing.Resolved):
+        run_config = None
+        if found.kind == "export":
+            meta = read_metadata(found.export_dir)
         else:
-            params = ckptr.restore(found.params_dir, abstract_params)
+            meta, run_config = _training_checkpoint_metadata(found)
+        with ocp.StandardCheckpointer() as ckptr:
+            if abstract_params is None:
+                meta_tree = ckptr.metadata(found.params_dir)
+                tree = getattr(meta_tree, "item_metadata", meta_tree)
+                tree = getattr(tree, "tree", tree)
+                params = ckptr.restore(found.params_dir, _numpy_target(tree))
+            else:
+                params = ckptr.restore(found.params_dir, abstract_params)
+        return found, meta, run_config, params
+
+    # A run's damaged newest step is named in a warning and the previous one read instead.
+    found, meta, run_config, params = checkpointing.load_newest_readable(directory, load)
+    config = Wav2Vec2Config.from_dict(meta["config"])
     params = checkpointing.strip_boxes(params)
     if config_overrides:
         new = dataclasses.replace(config, **dict(config_overrides))
