@@ -75,6 +75,7 @@ def main(argv: list[str]) -> None:
         checkpointing.CheckpointSaveError,
         checkpointing.CheckpointDamagedError,
         checkpointing.ModelMismatchError,
+        OSError,  # e.g. a full disk met by metrics.jsonl before a checkpoint: "[Errno 28] ...: 'path'"
     ) as e:
         # What is wrong with the disk or the checkpoint, without a traceback; exit status 1.
         logging.getLogger("xlsr_jax.train").error("%s", e)

@@ -32,6 +32,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -75,17 +76,29 @@ TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 def _save_error_line(directory: str, step: int | None, error: BaseException) -> str:
-    """ "checkpoint step 20 could not be written to DIR: [Errno 28] No space left on device (...)"."""
-    os_error = error
-    while os_error is not None and not isinstance(os_error, OSError):
-        os_error = os_error.__cause__ or os_error.__context__
+    """ "checkpoint step 20 could not be written under DIR: [Errno 28] No space left on device
+    (ENOSPC) writing FILE; ..." from an OSError or TensorStore's error text
+    ("... Failed writing: "FILE": ... [os_error_code='28']")."""
+    code, where, text = None, None, ""
+    e: BaseException | None = error
+    while e is not None:
+        if isinstance(e, OSError) and e.errno is not None:
+            code, where = e.errno, e.filename
+            break
+        text += "\n" + str(e)
+        e = e.__cause__ or e.__context__
+    if code is None:
+        found = re.search(r"os_error_code='?(\d+)", text)
+        code = int(found.group(1)) if found else None
+        paths = re.findall(r'(?:Failed writing|local file|file):? "([^"]+)"', text)
+        where = paths[-1] if paths else None
     what = f"checkpoint step {step}" if step is not None else "the last checkpoint"
-    if isinstance(os_error, OSError) and os_error.errno is not None:
-        where = os_error.filename or directory
-        reason = f"[Errno {os_error.errno}] {os.strerror(os_error.errno)} ({errno.errorcode.get(os_error.errno, '')})"
-        return f"{what} could not be written to {where}: {reason}; the newest finished checkpoint is kept"
-    line = describe_error(error)
-    return f"{what} could not be written to {directory}: {line}; the newest finished checkpoint is kept"
+    if code is not None:
+        reason = f"[Errno {code}] {os.strerror(code)} ({errno.errorcode.get(code, '?')})"
+    else:
+        reason = describe_error(error)
+    detail = f" writing {where}" if where and where != directory else ""
+    return f"{what} could not be written under {directory}: {reason}{detail}; the newest finished checkpoint is kept"
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -256,6 +269,7 @@ class CheckpointManager:
         if save_every_steps < 1:
             raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}")
         self.save_every_steps = save_every_steps
+        self._pending_step: int | None = None  # the newest step handed to Orbax
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
@@ -329,6 +343,7 @@ class CheckpointManager:
             return False
         data_states = gather_json_across_processes(data_state)
         self.check_for_errors()  # the previous asynchronous save
+        self._pending_step = step  # names the step if its background write fails
         with self._save_errors(step):
             saved = self._manager.save(
                 step,
@@ -368,7 +383,7 @@ class CheckpointManager:
     def check_for_errors(self) -> None:
         """Raises `CheckpointSaveError` if a finished asynchronous save failed (cheap: call every
         step, so a full disk stops the run at the step its save failed, not one interval later)."""
-        with self._save_errors(None):
+        with self._save_errors(self._pending_step):
             self._manager.check_for_errors()
 
     def restore(self, step: int, abstract_params: Any, abstract_train_state: Any):
@@ -413,7 +428,7 @@ class CheckpointManager:
         Raises:
           CheckpointSaveError: that save failed.
         """
-        with self._save_errors(None):
+        with self._save_errors(self._pending_step):
             self._manager.wait_until_finished()
             self._manager.check_for_errors()
 

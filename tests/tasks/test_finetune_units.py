@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from xlsr_jax import decoding, optimizers
+from xlsr_jax import checkpointing, decoding, optimizers
 from xlsr_jax.tasks import finetune
 
 
@@ -130,8 +130,22 @@ def test_restore_init_params_names_a_mismatch(tmp_path):
     ckpt = pretrained.save_pretrained(tmp_path / "pre", saved, small, "Wav2Vec2Model")
     fresh = nn.unbox(Wav2Vec2ForCTC(big).init(jax.random.PRNGKey(0), audio, None)["params"])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
-    with pytest.raises(ValueError, match="no encoder"):
-        finetune.restore_init_params(ckpt, abstract, fresh)
+    with pytest.raises(checkpointing.ModelMismatchError) as info:
+        finetune.restore_init_params(ckpt, abstract, fresh, model_config=big.to_dict())
+    text = str(info.value)
+    # The differing config field, then every differing encoder parameter with both shapes.
+    assert "model.hidden_size: checkpoint 64, this run 96" in text
+    assert "encoder/layer_norm/scale: checkpoint (64,), model (96,)" in text
+    assert len([line for line in text.splitlines() if ", model (" in line]) > 10
+    # Asked for: the parameters that fit are restored, the others stay fresh (both logged).
+    restored = finetune.restore_init_params(ckpt, abstract, fresh, allow_partial=True)
+    np.testing.assert_array_equal(
+        restored["wav2vec2"]["feature_extractor"]["conv_layers_0"]["conv"]["kernel"],
+        saved["feature_extractor"]["conv_layers_0"]["conv"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        restored["wav2vec2"]["encoder"]["layer_norm"]["scale"], fresh["wav2vec2"]["encoder"]["layer_norm"]["scale"]
+    )
 
 
 def test_error_counts_match_hand_counts():

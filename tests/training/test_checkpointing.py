@@ -224,7 +224,7 @@ def test_a_failed_write_is_one_line_with_the_path_and_the_os_error(tmp_path):
         manager.save(2, jax.tree.map(jnp.asarray, _tree(0)), {"step": jnp.asarray(2)}, config={}, data_state=None)
     text = str(info.value)
     assert text.count("\n") == 0
-    assert f"checkpoint step 2 could not be written to {tmp_path / '2' / 'params'}" in text
+    assert f"checkpoint step 2 could not be written under {tmp_path}" in text and str(tmp_path / "2" / "params") in text
     assert "No space left on device" in text and "ENOSPC" in text
     assert sorted(os.listdir(tmp_path)) == ["1"]
     manager.close()
