@@ -270,6 +270,7 @@ class CheckpointManager:
             raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}")
         self.save_every_steps = save_every_steps
         self._pending_step: int | None = None  # the newest step handed to Orbax
+        self._in_flight = False  # whether its write may still be running in the background
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
@@ -344,6 +345,13 @@ class CheckpointManager:
         data_states = gather_json_across_processes(data_state)
         self.check_for_errors()  # the previous asynchronous save
         self._pending_step = step  # names the step if its background write fails
+        self._in_flight = True
+        try:
+            check_writable(self.directory)  # an unwritable folder fails here, before Orbax's threads start
+        except CheckpointSaveError as e:
+            raise CheckpointSaveError(
+                f"checkpoint step {step} could not be written: {e}; the newest finished checkpoint is kept"
+            ) from e
         with self._save_errors(step):
             saved = self._manager.save(
                 step,
@@ -385,6 +393,10 @@ class CheckpointManager:
         step, so a full disk stops the run at the step its save failed, not one interval later)."""
         with self._save_errors(self._pending_step):
             self._manager.check_for_errors()
+            if self._in_flight and not self._manager.is_saving_in_progress():
+                # The background write has ended: joining it returns at once, or raises its error.
+                self._in_flight = False
+                self._manager.wait_until_finished()
 
     def restore(self, step: int, abstract_params: Any, abstract_train_state: Any):
         """Restores a checkpoint onto the shardings given by the abstract targets.
@@ -944,7 +956,8 @@ def check_writable(directory: str) -> None:
         fileio.write_text(probe, "ok")
         fileio.remove(probe)
     except OSError as e:
-        raise CheckpointSaveError(f"cannot write to {directory}: {e.strerror or e} ({type(e).__name__})") from e
+        reason = f"[Errno {e.errno}] {e.strerror} ({errno.errorcode.get(e.errno, '?')})" if e.errno else str(e)
+        raise CheckpointSaveError(f"cannot write to {directory}: {reason}") from e
 
 
 def resume_newest_good(

@@ -528,11 +528,17 @@ def train_and_evaluate(
         try:
             manager.close()  # waits for the asynchronous write to be committed
         except checkpointing.CheckpointSaveError:
-            if failing is None:
+            # A save that fails for a full disk often shows first as the metric writers' OSError:
+            # the failed save is then the cause to report. Other errors propagate as they are.
+            if failing is None or isinstance(failing, OSError):
+                failing = True
                 raise
-            # else: the error already propagating (often this same failed save) is the one reported
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                if failing is None:
+                    raise
             watcher.close()
     return state
 

@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -228,3 +230,29 @@ def test_a_failed_write_is_one_line_with_the_path_and_the_os_error(tmp_path):
     assert "No space left on device" in text and "ENOSPC" in text
     assert sorted(os.listdir(tmp_path)) == ["1"]
     manager.close()
+
+
+def test_a_read_only_checkpoint_folder_fails_at_once_without_waiting(tmp_path):
+    # Orbax's own threads would wait ~5 minutes on a signal when the step folder cannot be made.
+    _run_with_steps(tmp_path, steps=(1,))
+    ok = (
+        os.geteuid() == 0
+        and subprocess.run(["mount", "--bind", tmp_path, tmp_path], capture_output=True).returncode == 0
+    )
+    if not ok:
+        pytest.skip("needs root to remount a folder read-only (CI runs as root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", tmp_path], check=True)
+        manager = checkpointing.CheckpointManager(str(tmp_path), save_every_steps=1, keep=5)
+        start = time.time()
+        with pytest.raises(checkpointing.CheckpointSaveError) as info:
+            manager.save(2, jax.tree.map(jnp.asarray, _tree(0)), {"step": jnp.asarray(2)}, config={}, data_state=None)
+        manager.close()
+        assert time.time() - start < 10
+        assert str(info.value) == (
+            f"checkpoint step 2 could not be written: cannot write to {tmp_path}: [Errno 30] Read-only file "
+            "system (EROFS); the newest finished checkpoint is kept"
+        )
+    finally:
+        subprocess.run(["umount", "-l", tmp_path], check=False)
+    assert sorted(os.listdir(tmp_path)) == ["1"]
