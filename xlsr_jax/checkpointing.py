@@ -271,6 +271,7 @@ class CheckpointManager:
         self.save_every_steps = save_every_steps
         self._pending_step: int | None = None  # the newest step handed to Orbax
         self._in_flight = False  # whether its write may still be running in the background
+        self._failed = False  # a save failed: its temporary folder is removed again on close
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
@@ -376,6 +377,7 @@ class CheckpointManager:
         except CheckpointSaveError:
             raise
         except Exception as e:
+            self._failed = True
             self._remove_temporary()
             raise CheckpointSaveError(_save_error_line(self.directory, step, e)) from e
 
@@ -454,6 +456,8 @@ class CheckpointManager:
             self.wait()
         finally:
             self._manager.close()
+            if self._failed:  # again: the failed write's other threads may have added files since
+                self._remove_temporary()
 
 
 def restore_params(path: str, abstract_params: Any, *, partial: bool = True) -> Any:
