@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
     import jax
 
+    from data_pipelines.sources import CorpusLayoutError
     from xlsr_jax import trainer
 
     logging.getLogger("xlsr_jax").setLevel(logging.INFO)
@@ -71,6 +72,10 @@ def main(argv: list[str]) -> None:
 
     try:
         trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except CorpusLayoutError as e:
+        # A corpus folder not in its reader's layout is the user's to fix: one line naming the
+        # file, not a traceback through the trainer (it is found at start, before any step).
+        raise SystemExit(f"train.py: corpus layout error: {e}") from None
     except (
         checkpointing.CheckpointSaveError,
         checkpointing.CheckpointDamagedError,
