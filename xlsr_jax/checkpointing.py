@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -277,8 +278,10 @@ class CheckpointManager:
             enable_async_checkpointing=async_save,
             create=True,
             # Unfinished step folders of a killed or failed run are removed when a run opens
-            # the directory (they are never checkpoints: see `_remove_temporary`).
-            cleanup_tmp_directories=True,
+            # the directory (they are never checkpoints: see `_remove_temporary`). Local only:
+            # on gs:// Orbax lists them through its own GCS client, and unfinished steps there
+            # are ignored anyway (no commit marker).
+            cleanup_tmp_directories=not fileio.is_remote(self.directory),
         )
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -294,6 +297,12 @@ class CheckpointManager:
     def reload(self) -> None:
         """Re-reads which steps exist (after a damaged step was set aside)."""
         self._manager.reload()
+
+    def item_metadata(self, step: int) -> dict[str, Any]:
+        """{item: metadata tree} of a step (leaves with `.shape`/`.dtype` for params and
+        train_state), read through the manager (also where the directory is redirected)."""
+        found = self._manager.item_metadata(step)
+        return {name: getattr(found[name], "tree", found[name]) for name in (PARAMS, TRAIN_STATE)}
 
     def latest_step(self) -> int | None:
         """The newest finished checkpoint's step, or None when there is none."""
@@ -381,13 +390,20 @@ class CheckpointManager:
             self._remove_temporary()
             raise CheckpointSaveError(_save_error_line(self.directory, step, e)) from e
 
-    def _remove_temporary(self) -> None:
-        """Deletes unfinished Orbax step folders (`<step>.orbax-checkpoint-tmp-*`): partial writes,
-        never checkpoints (a finished step has a plain number as its name)."""
+    def _remove_temporary(self, attempts: int = 1) -> None:
+        """Deletes unfinished Orbax step folders (`<step>.orbax-checkpoint-tmp*`): partial writes,
+        never checkpoints (a finished step has a plain number as its name). With `attempts` > 1
+        it tries again (0.2 s apart) while one remains: Orbax's other writer threads of a failed
+        save may still be adding files to it."""
         if jax.process_index() != 0 or fileio.is_remote(self.directory) or not os.path.isdir(self.directory):
             return
-        for name in os.listdir(self.directory):
-            if TMP_MARKER in name:
+        for attempt in range(attempts):
+            left = [name for name in os.listdir(self.directory) if TMP_MARKER in name]
+            if not left:
+                return
+            if attempt:
+                time.sleep(0.2)
+            for name in left:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def check_for_errors(self) -> None:
@@ -457,7 +473,7 @@ class CheckpointManager:
         finally:
             self._manager.close()
             if self._failed:  # again: the failed write's other threads may have added files since
-                self._remove_temporary()
+                self._remove_temporary(attempts=25)
 
 
 def restore_params(path: str, abstract_params: Any, *, partial: bool = True) -> Any:
@@ -849,40 +865,45 @@ def mismatch_message(
 
 def check_resume_matches(
     step_dir: str,
+    saved_params: Any,
+    saved_rest: Any,
     abstract_params: Any,
     abstract_rest: Any,
     *,
     run_config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Raises `ModelMismatchError` unless the step's parameters and train state have exactly the
-    shapes of the run being resumed (read from Orbax metadata: nothing is restored, written or
-    compiled). Unreadable metadata raises whatever Orbax raises (the caller treats it as damage).
+    """Raises `ModelMismatchError` unless a step's parameters have exactly the shapes of the run
+    being resumed, and its train state the same entries (the optimizer state mirrors the
+    parameters). Compares Orbax metadata (`CheckpointManager.item_metadata`): nothing is
+    restored, written or compiled.
+
+    Args:
+      step_dir: the step folder (named in the message; its run config names the differing fields).
+      saved_params, saved_rest: the step's metadata trees of params/ and train_state/.
+      abstract_params, abstract_rest: the run's targets.
+      run_config: the new run's resolved config.
     """
-    problems = ParamsComparison((), {}, (), ())
-    for item, target in ((PARAMS, abstract_params), (TRAIN_STATE, abstract_rest)):
-        with ocp.StandardCheckpointer() as ckptr:
-            meta = ckptr.metadata(fileio.join(step_dir, item))
-        tree = getattr(getattr(meta, "item_metadata", meta), "tree", getattr(meta, "item_metadata", meta))
-        found = compare_params(tree, target)
-        prefix = "" if item == PARAMS else f"{TRAIN_STATE}/"
+    problems = compare_params(saved_params, abstract_params)
+    if problems.exact:
+        rest = compare_params(saved_rest, abstract_rest)
         problems = ParamsComparison(
             (),
-            {**problems.mismatched, **{prefix + k: v for k, v in found.mismatched.items()}},
-            problems.missing + tuple(prefix + k for k in found.missing),
-            problems.unexpected + tuple(prefix + k for k in found.unexpected),
+            {f"{TRAIN_STATE}/{k}": v for k, v in rest.mismatched.items()},
+            tuple(f"{TRAIN_STATE}/{k}" for k in rest.missing),
+            tuple(f"{TRAIN_STATE}/{k}" for k in rest.unexpected),
         )
-        if item == PARAMS and not found.exact:
-            break  # the optimizer state mirrors the parameters: listing both says nothing more
     if problems.exact:
         return
     saved_config = None
-    if fileio.isfile(fileio.join(step_dir, CONFIG, "metadata")):
+    try:
         saved_config = json.loads(fileio.read_text(fileio.join(step_dir, CONFIG, "metadata")))
+    except (OSError, ValueError):
+        saved_config = None  # the shapes alone still say what differs
     raise ModelMismatchError(
         mismatch_message(
             f"checkpoint {step_dir}",
             problems,
-            saved_model_config=(saved_config or {}).get("model"),
+            saved_model_config=(saved_config or {}).get("model") if isinstance(saved_config, dict) else None,
             model_config=(run_config or {}).get("model"),
             hint="resume with the checkpoint's model config, or start a new --workdir "
             "(with config.init.checkpoint to initialise from this one)",
@@ -989,7 +1010,10 @@ def resume_newest_good(
         problem = step_problem(step_dir)
         if problem is None:
             try:
-                check_resume_matches(step_dir, abstract_params, abstract_rest, run_config=run_config)
+                saved = manager.item_metadata(step)
+                check_resume_matches(
+                    step_dir, saved[PARAMS], saved[TRAIN_STATE], abstract_params, abstract_rest, run_config=run_config
+                )
                 params, rest, saved_config, data_state = manager.restore(step, abstract_params, abstract_rest)
             except Exception as e:
                 if not _is_damage(e):
