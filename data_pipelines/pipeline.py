@@ -36,6 +36,17 @@ def _plain(x):
     return x
 
 
+def _decode_failure_reason(error: Exception) -> str:
+    """The skip reason of a failed decode: "empty" (no samples), "non_finite" (NaN/inf samples)
+    or "unreadable" (anything else the decoder refused)."""
+    message = str(error)
+    if "no samples" in message:
+        return "empty"
+    if "non-finite" in message:
+        return "non_finite"
+    return "unreadable"
+
+
 class SkipStats:
     """Thread-safe counts of dropped/skipped utterances by reason, with a few example ids."""
 
@@ -540,9 +551,10 @@ class _Decoder:
         try:
             wav = src.load(i)  # [samples] float32 16 kHz
         except audio_lib.AudioDecodeError as e:
-            return skip("empty" if "no samples" in str(e) else "unreadable", sid)
+            # Counted by cause; the example keeps the decoder's words (which say why).
+            return skip(_decode_failure_reason(e), f"{sid} ({e})")
         except Exception as e:  # noqa: BLE001 -- a vanished/unreadable file must not stop a run
-            return skip("unreadable", f"{sid} ({type(e).__name__})")
+            return skip("unreadable", f"{sid} ({type(e).__name__}: {e})")
         if len(wav) < self.cfg.min_sample_size:
             return skip("too_short", sid)
         if self.cfg.normalize:

@@ -302,17 +302,22 @@ def test_a_bad_file_is_counted_once_however_often_it_is_drawn(tmp_path):
     write_common_voice(root, {"aa": 6}, "train", seconds=(1.0, 1.5))
     with open(os.path.join(root, "aa", "clips", "corrupt.wav"), "wb") as f:
         f.write(b"RIFF\x00\x00garbage" * 50)
+    nan = tone(1.2, 16000)
+    nan[100] = np.nan
+    sf.write(os.path.join(root, "aa", "clips", "nan.wav"), nan, 16000, subtype="FLOAT")
     with open(os.path.join(root, "aa", "train.tsv"), "a") as f:
-        f.write("c\tcorrupt.wav\tSol.\taa\n")
+        f.write("c\tcorrupt.wav\tSol.\taa\nc\tnan.wav\tSol.\taa\n")
     with open(os.path.join(root, "aa", "clip_durations.tsv"), "a") as f:
-        f.write("corrupt.wav\t1200\n")
+        f.write("corrupt.wav\t1200\nnan.wav\t1200\n")
     pipe = data_pipelines.build_input(make_cfg(root, languages=["aa"], batch_size=4), "train", "pretrain")
     try:
-        take(pipe, 12)  # 48 rows: the 7 files about 7 times each
+        take(pipe, 12)  # 48 rows: the 8 files about 6 times each
     finally:
         pipe.close()
-    assert pipe.stats["counts"] == {"unreadable": 1}, pipe.stats
-    assert any("corrupt.wav" in e for e in pipe.stats["examples"]["unreadable"])
+    assert pipe.stats["counts"] == {"unreadable": 1, "non_finite": 1}, pipe.stats
+    [corrupt] = pipe.stats["examples"]["unreadable"]
+    assert "corrupt.wav" in corrupt and "cannot decode" in corrupt  # the decoder's reason is kept
+    assert "nan.wav" in pipe.stats["examples"]["non_finite"][0]
 
 
 def test_demo_corpus_config_all_tasks():
