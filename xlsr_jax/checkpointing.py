@@ -911,6 +911,19 @@ def check_resume_matches(
     )
 
 
+def newest_params_metadata(path: str) -> tuple[Resolved, Any]:
+    """(what was read, its parameters' metadata tree) for the newest readable checkpoint at
+    `path` (`load_newest_readable`): what an init.checkpoint is compared against."""
+
+    def read(found: Resolved):
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(found.params_dir)
+        tree = getattr(meta, "item_metadata", meta)
+        return found, getattr(tree, "tree", tree)
+
+    return load_newest_readable(path, read)
+
+
 def check_init_matches(
     path: str,
     abstract_params: Any,
@@ -933,14 +946,7 @@ def check_init_matches(
       ModelMismatchError: not an exact match and not `allow_partial`, or nothing matches at all.
       CheckpointDamagedError: no readable checkpoint at `path`.
     """
-
-    def read(found: Resolved):
-        with ocp.StandardCheckpointer() as ckptr:
-            meta = ckptr.metadata(found.params_dir)
-        tree = getattr(getattr(meta, "item_metadata", meta), "tree", getattr(meta, "item_metadata", meta))
-        return found, tree
-
-    found, saved = load_newest_readable(path, read)
+    found, saved = newest_params_metadata(path)
     comparison = compare_params(saved, abstract_params)
     if comparison.exact or (allow_partial and comparison.matching):
         return comparison

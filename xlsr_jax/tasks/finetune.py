@@ -52,8 +52,8 @@ def plan_init_params(
     """
     from xlsr_jax import checkpointing
 
-    found = checkpointing.candidates(path)[0]
-    saved = checkpointing.strip_boxes(checkpointing.params_metadata(path))
+    found, saved = checkpointing.newest_params_metadata(path)
+    saved = checkpointing.strip_boxes(saved)
     headless = optimizers.ENCODER_PREFIX not in saved and optimizers.FEATURE_ENCODER in saved
     if headless:
         saved = {optimizers.ENCODER_PREFIX: saved}  # headless Wav2Vec2Model export
