@@ -256,3 +256,24 @@ def test_a_read_only_checkpoint_folder_fails_at_once_without_waiting(tmp_path):
     finally:
         subprocess.run(["umount", "-l", tmp_path], check=False)
     assert sorted(os.listdir(tmp_path)) == ["1"]
+
+
+def test_orbax_to_hf_names_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
+    from xlsr_jax.convert.__main__ import main as convert
+
+    run = tmp_path / "run"
+    fixture = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "fixtures", "checkpoints_3b8a2e9", "pretrain_run"
+    )
+    shutil.copytree(fixture, run)
+    data = run / "checkpoints" / "1" / "params"
+    arrays = [p for p in data.rglob("*") if p.is_file() and p.parent.name == "d"]  # array data files
+    biggest = max(arrays, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+    assert convert(["orbax-to-hf", str(run), str(tmp_path / "hf_out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert (
+        err.startswith(f"error: {run}: no readable checkpoint ({run / 'checkpoints' / '1'}: ") and "OUT_OF_RANGE" in err
+    )
+    assert not (tmp_path / "hf_out").exists()
