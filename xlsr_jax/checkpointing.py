@@ -353,7 +353,11 @@ class CheckpointManager:
         if not force and not self.should_save(step):
             return False
         data_states = gather_json_across_processes(data_state)
-        self.check_for_errors()  # the previous asynchronous save
+        # The previous asynchronous save must have succeeded (Orbax waits for it inside `save`
+        # anyway; waiting here names the step whose write failed).
+        with self._save_errors(self._pending_step):
+            self._manager.wait_until_finished()
+            self._manager.check_for_errors()
         self._pending_step = step  # names the step if its background write fails
         self._in_flight = True
         try:
