@@ -327,17 +327,29 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
     import sys
 
     code = (
-        "import sys, data_pipelines\n"
+        "import os, sys, data_pipelines\n"
         "assert 'tensorflow' not in sys.modules, 'importing data_pipelines must not load TF'\n"
+        "os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n"
         "from data_pipelines._tf import import_tf\n"
         "tf = import_tf()\n"
         "assert tf.config.get_visible_devices('GPU') == []\n"
-        "print('ok')\n"
+        "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ok"
-    # TensorFlow's C++ start-up chatter is silenced (TF_CPP_MIN_LOG_LEVEL set before import).
-    assert "cpu_feature_guard" not in out.stderr and "absl::InitializeLog" not in out.stderr
+    # The quiet level is set before TensorFlow loads. What TensorFlow still prints to stderr is not
+    # asserted on: on AVX-512 Intel CPUs absl/oneDNN print start-up lines whatever the level, and a
+    # test that reads third-party log lines fails by CPU model.
+    assert out.stdout.strip() == "3"
+    # A user's explicit level is kept.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code.replace("os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n", "")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert out.stdout.strip() == "1"
 
 
 @pytest.mark.parametrize("min_len", [8000, 8200, 32000])
