@@ -73,9 +73,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.vocabulary = ml_collections.ConfigDict()
     # HF-style vocab.json to use; empty = built from the train split's transcripts.
     c.vocabulary.path = ""
+    # Highest share of the train split's (normalised) label characters that may be `<unk>`; above
+    # it the run stops before training (a vocabulary that disagrees with the normaliser, e.g. an
+    # upper-case vocab.json with the default lower-casing, would train on <unk> and evaluate
+    # against empty references). 0.05: a hub vocabulary typically misses a few rare characters.
+    c.vocabulary.max_unk_rate = 0.05
     c.text = ml_collections.ConfigDict()
     # Transcript normalisation overrides per language, e.g. {"en": {"keep": "'-"}}; options:
-    # nfkc, lowercase, strip_punctuation, keep, word_spaces (see data_pipelines/text.py).
+    # fold_typography, apostrophe, nfkc, lowercase, strip_punctuation, keep, word_spaces (see
+    # data_pipelines/text.py).
     c.text.per_language = {}
     return c
 

@@ -36,6 +36,62 @@ def _plain(x):
     return x
 
 
+class _UnkCounter:
+    """Counts the `<unk>` share of a split's encoded labels (the word delimiter not counted)."""
+
+    def __init__(self, vocabulary: text.Vocabulary):
+        self.vocabulary = vocabulary
+        self.total = self.unknown = 0
+        self.chars: dict[str, int] = {}
+        self.example = None
+
+    def add(self, ids: np.ndarray, raw: str, language: str) -> None:
+        vocab = self.vocabulary
+        self.total += int(np.count_nonzero(ids != vocab.delimiter_id))
+        missing = int(np.count_nonzero(ids == vocab.unk_id))
+        if missing:
+            self.unknown += missing
+            norm = vocab.normalize(raw, language).replace(" ", "")
+            for c in norm:
+                if c not in vocab.index:
+                    self.chars[c] = self.chars.get(c, 0) + 1
+            if self.example is None:
+                self.example = (raw, vocab.normalize(raw, language))
+
+    def check(self, split: str, vocab_cfg) -> float:
+        """Logs the rate; raises for the train split when it is above `vocab_cfg.max_unk_rate`.
+
+        Returns:
+          the share of label characters that are `<unk>` (0.0 for no labels).
+        Raises:
+          ValueError naming the options to change (train split, rate above the limit).
+        """
+        rate = self.unknown / self.total if self.total else 0.0
+        if not self.unknown:
+            return rate
+        top = sorted(self.chars.items(), key=lambda kv: -kv[1])[:10]
+        where = f"vocab.json {vocab_cfg.path}" if vocab_cfg.path else "the vocabulary"
+        msg = (
+            f"{self.unknown} of {self.total} label characters of split {split!r} ({rate:.1%}) are not in "
+            f"{where} and become <unk>; most frequent: {', '.join(f'{c!r} x{n}' for c, n in top)}; "
+            f"e.g. {self.example[0]!r} normalises to {self.example[1]!r}"
+        )
+        limit = float(vocab_cfg.get("max_unk_rate", 0.05))
+        if rate <= limit:
+            logger.info("%s", msg)
+        elif split != "train":
+            logger.warning("%s (above data.vocabulary.max_unk_rate=%g)", msg, limit)
+        else:
+            raise ValueError(
+                f"{msg}. That is above data.vocabulary.max_unk_rate={limit:g}: make the transcript "
+                "normaliser agree with the vocabulary (data.text.per_language, e.g. "
+                "{'en': {'lowercase': False}} for an upper-case vocabulary), or use another "
+                "data.vocabulary.path (empty = built from the train transcripts), or raise "
+                "data.vocabulary.max_unk_rate."
+            )
+        return rate
+
+
 class SkipStats:
     """Thread-safe counts of dropped/skipped utterances by reason, with a few example ids."""
 
@@ -250,6 +306,7 @@ class InputPipeline:
         refs, lengths, langs, buckets = [], [], [], []
         stats = self.stats_tracker
         per_lang = _plain(cfg.text).get("per_language")
+        unk = _UnkCounter(self.vocabulary) if self.task == "ctc" else None
 
         def drop(keep, mask, reason, src):
             """Counts and removes `mask` from `keep` (vectorised: fast on million-clip corpora)."""
@@ -279,7 +336,10 @@ class InputPipeline:
                     t = src.transcripts[j] if src.transcripts is not None else ""
                     if not text.normalize_text(t, src.languages[j], per_lang):
                         no_text[j] = True
-                    elif len(self.vocabulary.encode(t, src.languages[j])) > label_lens[b[j]]:
+                        continue
+                    ids = self.vocabulary.encode(t, src.languages[j])
+                    unk.add(ids, t, src.languages[j])
+                    if len(ids) > label_lens[b[j]]:
                         too_many[j] = True
                 keep = drop(keep, no_text, "no_transcript", src)
                 keep = drop(keep, too_many, "label_too_long", src)
@@ -304,6 +364,8 @@ class InputPipeline:
             }
             for k, code in enumerate(self.languages)
         }
+        if unk is not None:
+            self.unk_rate = unk.check(self.split, cfg.vocabulary)
         if not len(refs):
             raise ValueError(f"no usable utterances in split {self.split!r} ({stats.summary()})")
         self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)

@@ -186,3 +186,28 @@ def test_finetune_configs_build():
     cv = common_voice.get_config("lang=sw")
     assert cv.optim.lr == 1e-4 and cv.finetune.freeze_finetune_updates == 10000 and cv.model.hidden_size == 1024
     assert mls.get_config().model.mask_feature_prob == 0.5
+
+
+def test_ctc_report_with_all_empty_references_warns_instead_of_nan(caplog):
+    """An upper-case vocabulary under the lower-casing normaliser: every label is <unk> (id 3),
+    which decodes to nothing. The report must say so, not carry WER NaN."""
+    from data_pipelines import Vocabulary
+    from xlsr_jax.tasks import ctc
+
+    vocab = Vocabulary(["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B"])
+    batch = {
+        "labels": np.array([[3, 3, 4, 3], [3, 0, 0, 0], [5, 4, 6, 0]], np.int32),
+        "label_padding": np.array([[0, 0, 0, 0], [0, 1, 1, 1], [0, 0, 0, 1]], bool),
+        "language": np.array([0, 0, 1], np.int32),
+    }
+    out = {"ids": np.array([[5, 0, 6], [5, 5, 0], [5, 4, 6]], np.int32)}
+    with caplog.at_level("WARNING", logger=ctc.log.name):
+        report = ctc.ctc_report([(batch, out)], vocab, ["en", "sw"])
+    assert report["metrics"] == {"wer": 0.0, "cer": 0.0, "wer/sw": 0.0, "cer/sw": 0.0}  # en left out
+    assert "all 2 references of language(s) en are empty" in caplog.text
+    caplog.clear()
+    only_en = {k: v[:2] for k, v in batch.items()}
+    with caplog.at_level("WARNING", logger=ctc.log.name):
+        report = ctc.ctc_report([(only_en, {"ids": out["ids"][:2]})], vocab, ["en", "sw"])
+    assert report["metrics"] == {} and not any(np.isnan(v) for v in report["metrics"].values())
+    assert "all 2 references of every language are empty" in caplog.text and "data.vocabulary.path" in caplog.text

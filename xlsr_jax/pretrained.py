@@ -249,10 +249,16 @@ def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
         arch = next((a for k, a in heads.items() if k in tree), "Wav2Vec2Model")
     names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}
+    hf_extras = {}
+    languages = list(data.get("languages") or [])
+    if arch == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
+        # A language-ID run's classes are its data.languages, in id order (xlsr_jax.tasks.lid).
+        hf_extras["id2label"] = {str(i): lang for i, lang in enumerate(languages)}
+        hf_extras["label2id"] = {lang: i for i, lang in enumerate(languages)}
     meta = {
         "architecture": arch,
         "config": {k: v for k, v in run["model"].items() if k in names},
-        "hf_extras": {},
+        "hf_extras": hf_extras,
         "vocab": None,
         "audio": {"sampling_rate": 16000, "do_normalize": bool(data.get("normalize", True))},
     }

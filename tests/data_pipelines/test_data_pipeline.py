@@ -364,3 +364,68 @@ def test_auto_bucket_boundaries(min_len):
         16000,
         40000,
     ]
+
+
+def _upper_case_corpus(root):
+    """A Common Voice corpus whose transcripts are upper case, and its upper-case vocab.json."""
+    write_common_voice(root, {"aa": 6, "cc": 6}, "train", seed=3)
+    write_common_voice(root, {"aa": 3, "cc": 3}, "dev", seed=4)
+    chars = set()
+    for lang in ("aa", "cc"):
+        for split in ("train", "dev"):
+            path = os.path.join(root, lang, f"{split}.tsv")
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            rows = [lines[0]] + [
+                "\t".join(c.upper() if i == 2 else c for i, c in enumerate(line.split("\t"))) for line in lines[1:]
+            ]
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(rows) + "\n")
+            for line in rows[1:]:
+                chars.update(text.normalize_text(line.split("\t")[2], lang, {lang: {"lowercase": False}}))
+    chars.discard(" ")
+    vocab = text.Vocabulary([*text.SPECIAL_TOKENS, text.WORD_DELIMITER, *sorted(chars)])
+    path = os.path.join(root, "vocab.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(vocab.to_json())
+    return path, vocab
+
+
+def _unk_rate(root, split, vocab, per_language=None):
+    """The reference: share of normalised label characters (spaces excluded) not in `vocab`."""
+    total = unknown = 0
+    for lang in ("aa", "cc"):
+        with open(os.path.join(root, lang, f"{split}.tsv"), encoding="utf-8") as f:
+            for line in f.read().splitlines()[1:]:
+                norm = text.normalize_text(line.split("\t")[2], lang, per_language).replace(" ", "")
+                total += len(norm)
+                unknown += sum(c not in vocab.index for c in norm)
+    return unknown / total
+
+
+def test_vocabulary_that_disagrees_with_the_normaliser_stops_before_training(tmp_path, caplog):
+    root = str(tmp_path)
+    path, vocab = _upper_case_corpus(root)
+    cfg = make_cfg(root)
+    cfg.vocabulary.path = path
+    want = _unk_rate(root, "train", vocab)
+    assert want > 0.9  # the default normaliser lower-cases: nearly every label is <unk>
+    with pytest.raises(ValueError) as err:
+        data_pipelines.build_input(cfg, "train", "ctc")
+    msg = str(err.value)
+    assert f"({want:.1%})" in msg and path in msg
+    assert "data.text.per_language" in msg and "data.vocabulary.max_unk_rate" in msg
+    # Measured, not guessed: with the limit raised the run goes on and reports the same rate.
+    cfg.vocabulary.max_unk_rate = 1.0
+    pipe = data_pipelines.build_input(cfg, "train", "ctc")
+    assert pipe.unk_rate == pytest.approx(want, abs=1e-12)
+    # An eval split only warns (training has been checked already).
+    cfg.vocabulary.max_unk_rate = 0.05
+    with caplog.at_level("WARNING"):
+        dev = data_pipelines.build_input(cfg, "dev", "ctc", repeat=False)
+    assert dev.unk_rate == pytest.approx(_unk_rate(root, "dev", vocab), abs=1e-12)
+    assert "max_unk_rate" in caplog.text
+    # The fix the message names: the normaliser keeps case, and nothing is unknown.
+    keep_case = {"aa": {"lowercase": False}, "cc": {"lowercase": False}}
+    cfg.text.per_language = keep_case
+    assert data_pipelines.build_input(cfg, "train", "ctc").unk_rate == _unk_rate(root, "train", vocab, keep_case) == 0

@@ -10,6 +10,7 @@ trainer, and a JSON report per evaluation under `<workdir>/eval/`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ import numpy as np
 
 from xlsr_jax import decoding, trainer
 from xlsr_jax.tasks import common
+
+log = logging.getLogger(__name__)
 
 
 def resolve_languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
@@ -152,11 +155,25 @@ def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int 
         hyps += [h for h, k in zip(decoding.greedy_decode(out["ids"], vocabulary), keep) if k]
         langs += [languages[int(i)] for i, k in zip(batch["language"], keep) if k]
     counts = decoding.error_rates_by_language(refs, hyps, langs)
-    metrics = {"wer": counts["all"].wer, "cer": counts["all"].cer}
+    metrics = {}
+    # A rate over no reference words is undefined: leave it out and say why rather than log NaN.
+    empty = sorted({lang for lang in langs if not counts[lang].words})
+    if empty:
+        n = sum(lang in empty for lang in langs)
+        log.warning(
+            "eval: all %d references of %s are empty after decoding the labels with the vocabulary, "
+            "so no WER/CER is reported for %s. Labels that are all <unk> or special tokens decode to "
+            "nothing: check that data.vocabulary.path agrees with the transcript normaliser "
+            "(data.text.per_language).",
+            n,
+            "every language" if not counts["all"].words else "language(s) " + ", ".join(empty),
+            "them" if counts["all"].words else "the eval",
+        )
     for lang, c in counts.items():
-        if lang != "all":
-            metrics[f"wer/{lang}"] = c.wer
-            metrics[f"cer/{lang}"] = c.cer
+        if c.words:
+            suffix = "" if lang == "all" else f"/{lang}"
+            metrics[f"wer{suffix}"] = c.wer
+            metrics[f"cer{suffix}"] = c.cer
     examples, seen = [], {}
     for r, h, lang in zip(refs, hyps, langs):
         if seen.get(lang, 0) < num_examples:
