@@ -16,6 +16,7 @@ model.json); load it with `xlsr_jax.pretrained.load_pretrained`. All renames are
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = [
     "params_to_hf",
     "tables",
 ]
+
+log = logging.getLogger(__name__)
 
 # HF leaves out masked_spec_embed when masking is off; our model always has the parameter.
 _MASK_EMBED = r"(wav2vec2\.)?masked_spec_embed"
@@ -85,11 +88,17 @@ def hf_to_orbax(
     out_dir: str | os.PathLike,
     *,
     overrides: Mapping[str, Any] | None = None,
+    audio: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> str:
     """Converts a transformers Wav2Vec2 folder (config.json + safetensors/bin) to our checkpoint.
 
-    A CTC folder's vocab.json (if present) is carried along for the way back.
+    A CTC folder's vocab.json (if present) is carried along for the way back. The audio settings
+    (`sampling_rate`, `do_normalize`) are read as transformers reads them (`hf_io.read_audio_settings`);
+    `audio` states them explicitly (wins over the files).
+
+    Raises:
+      ValueError: a CTC or classification folder that states no audio settings, and no `audio`.
     """
     from xlsr_jax import pretrained
 
@@ -97,13 +106,26 @@ def hf_to_orbax(
     state = hf_io.read_hf_state(hf_folder)
     config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
     vocab = _read_json_if_exists(os.path.join(os.fspath(hf_folder), "vocab.json"))
-    pre = _read_json_if_exists(os.path.join(os.fspath(hf_folder), hf_io.PREPROCESSOR))
-    audio = pretrained.default_audio_settings(config)
-    if pre:
-        audio = {
-            "sampling_rate": pre.get("sampling_rate", 16000),
-            "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
-        }
+    # A head that transcribes or classifies raw audio gives different answers at another rate or
+    # normalisation: there the settings must be stated, by a file or explicitly.
+    audio = hf_io.read_audio_settings(
+        hf_folder, needed=arch in ("Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification"), explicit=audio
+    )
+    defaults = pretrained.default_audio_settings(config)
+    for key in set(defaults) - set(audio):
+        log.warning(
+            "%s: no %s stated (no %s / %s, no --%s); assuming %r (%s)",
+            hf_folder,
+            key,
+            hf_io.PREPROCESSOR,
+            hf_io.PROCESSOR,
+            key,
+            defaults[key],
+            "wav2vec 2.0's rate"
+            if key == "sampling_rate"
+            else f"the convention of {config.feat_extract_norm}-norm models",
+        )
+        audio[key] = defaults[key]
     if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
         vocab = None  # multi-lingual (MMS-style) nested vocab: not carried
     return pretrained.save_pretrained(
@@ -189,9 +211,6 @@ def orbax_to_hf(
 
 
 def _read_json_if_exists(path: str) -> Any:
-    import json
-
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return hf_io.read_json(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from xlsr_jax import convert
@@ -27,6 +28,14 @@ def _parse_overrides(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value  # bare strings: dtype=bfloat16
     return out
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="set a Wav2Vec2Config field, e.g. scan_layers=true (repeatable)",
     )
+    h.add_argument(
+        "--sampling_rate",
+        type=int,
+        help="the model's input rate in Hz, when the folder has no preprocessor/processor config",
+    )
+    h.add_argument(
+        "--do_normalize",
+        type=_parse_bool,
+        metavar="true|false",
+        help="per-utterance zero-mean unit-variance input, when the folder does not say",
+    )
 
     f = sub.add_parser("fairseq-to-orbax", parents=[common], help="fairseq wav2vec 2.0 .pt -> our checkpoint")
     f.add_argument("checkpoint", help="fairseq .pt (pretrained or CTC fine-tuned)")
@@ -66,10 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one conversion; prints the output path. Errors are reported in one line, exit 1."""
     args = build_parser().parse_args(argv)
+    # What the converter read and assumed (audio settings, defaults) is logged: show it.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("xlsr_jax.convert").setLevel(logging.INFO)
     try:
         if args.command == "hf-to-orbax":
             out = convert.hf_to_orbax(
-                args.hf_folder, args.out_dir, overrides=_parse_overrides(args.override), overwrite=args.overwrite
+                args.hf_folder,
+                args.out_dir,
+                overrides=_parse_overrides(args.override),
+                audio={"sampling_rate": args.sampling_rate, "do_normalize": args.do_normalize},
+                overwrite=args.overwrite,
             )
         elif args.command == "fairseq-to-orbax":
             out = convert.fairseq_to_orbax(

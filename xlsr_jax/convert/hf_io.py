@@ -7,6 +7,7 @@ pickled code); reading or writing `model.safetensors` does not.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,16 @@ TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+# transformers >= 4.4x `ProcessorMixin.save_pretrained` (the default in 5) nests the feature
+# extractor's settings here under "feature_extractor" (or "audio_processor"), and
+# `FeatureExtractionMixin.get_feature_extractor_dict` reads them from here *before*
+# preprocessor_config.json.
+PROCESSOR = "processor_config.json"
+PROCESSOR_KEYS = ("feature_extractor", "audio_processor")
+# `Wav2Vec2FeatureExtractor.__init__` defaults: what transformers uses for a key its file lacks.
+FEATURE_EXTRACTOR_DEFAULTS = {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True}
+
+log = logging.getLogger(__name__)
 
 
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -33,6 +44,102 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
         )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_json(path: str) -> Any:
+    """Parses a JSON file; a malformed one raises ValueError naming the file and the position."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_audio_settings(
+    folder: str | os.PathLike, *, needed: bool, explicit: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The feature extractor's `sampling_rate` and `do_normalize`, read as transformers reads them.
+
+    Sources, in transformers' order: `processor_config.json` ["feature_extractor"] (or
+    ["audio_processor"]), else `preprocessor_config.json`; a key the chosen source lacks takes
+    `Wav2Vec2FeatureExtractor`'s default (what transformers does), and that is logged. `explicit`
+    values (the CLI's --sampling_rate / --do_normalize) win over the files, with a warning where
+    they differ.
+
+    Args:
+      folder: the transformers model folder.
+      needed: the settings change the model's outputs as used here (a CTC or classification
+        head transcribes/identifies raw audio); without any source they must then be explicit.
+    Returns:
+      {"sampling_rate": int Hz, "do_normalize": bool}, or {} when nothing states them and
+      `needed` is False (the caller applies its documented convention).
+    Raises:
+      ValueError naming the file and field: invalid JSON, a non-dict section, a sampling_rate that
+      is not a positive integer, a do_normalize that is not a boolean, feature_size other than 1,
+      or (`needed`) no source and no explicit value.
+    """
+    folder = os.fspath(folder)
+    explicit = {k: v for k, v in dict(explicit or {}).items() if v is not None}
+    settings, source = None, None
+    proc_path = os.path.join(folder, PROCESSOR)
+    if os.path.isfile(proc_path):
+        proc = read_json(proc_path)
+        if not isinstance(proc, dict):
+            raise ValueError(f"{proc_path}: expected a JSON object, got {type(proc).__name__}")
+        key = next((k for k in PROCESSOR_KEYS if k in proc), None)
+        if key is not None:
+            settings, source = proc[key], f"{proc_path} [{key!r}]"
+    pre_path = os.path.join(folder, PREPROCESSOR)
+    if os.path.isfile(pre_path):
+        pre = read_json(pre_path)
+        if settings is None:
+            settings, source = pre, pre_path
+        elif isinstance(pre, dict) and isinstance(settings, dict):
+            differ = [k for k in ("sampling_rate", "do_normalize") if k in pre and pre[k] != settings.get(k, pre[k])]
+            if differ:
+                log.warning(
+                    "%s and %s disagree on %s; using %s, as transformers does",
+                    source,
+                    pre_path,
+                    ", ".join(differ),
+                    source,
+                )
+    if settings is None:
+        missing = [k for k in ("sampling_rate", "do_normalize") if k not in explicit]
+        if missing and needed:
+            raise ValueError(
+                f"{folder}: no feature-extractor settings ({PREPROCESSOR}, or {PROCESSOR} with a "
+                f"'feature_extractor' section) and this model's outputs depend on {' and '.join(missing)}; "
+                "state them with --sampling_rate HZ --do_normalize true|false (the values the model was "
+                "trained with)"
+            )
+        return {k: explicit[k] for k in ("sampling_rate", "do_normalize") if k in explicit}
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"{source}: expected a JSON object of feature-extractor settings, got {type(settings).__name__}"
+        )
+    out = {}
+    for key in ("sampling_rate", "do_normalize", "feature_size"):
+        if key in settings:
+            out[key] = settings[key]
+        else:
+            out[key] = FEATURE_EXTRACTOR_DEFAULTS[key]
+            if key not in explicit and key != "feature_size":
+                log.info("%s has no %s: assuming transformers' default %r", source, key, out[key])
+    rate = out["sampling_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ValueError(f"{source}: sampling_rate must be a positive integer (Hz), got {rate!r}")
+    if not isinstance(out["do_normalize"], bool):
+        raise ValueError(f"{source}: do_normalize must be true or false, got {out['do_normalize']!r}")
+    if out.pop("feature_size") != 1:
+        raise ValueError(f"{source}: feature_size must be 1 (raw waveform input), got {settings['feature_size']!r}")
+    for key, value in explicit.items():
+        if value != out[key]:
+            log.warning("%s says %s=%r; using the explicit %r", source, key, out[key], value)
+        out[key] = value
+    log.info("audio settings from %s: %s", source, out)
+    return out
 
 
 def _to_numpy_float32(name: str, value: Any) -> np.ndarray:
