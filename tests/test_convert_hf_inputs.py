@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +140,135 @@ def test_invalid_audio_settings_are_one_line(section, field, tmp_path, capsys):
     assert cli(["hf-to-orbax", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and hf_io.PROCESSOR in err and field in err
+
+
+# ---- malformed inputs: one line naming the file and the field (issue 19, part 4) ----------------
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A valid transformers Wav2Vec2Model folder (config.json + model.safetensors)."""
+    folder = tmp_path_factory.mktemp("valid") / "hf"
+    torch.manual_seed(2)
+    transformers.Wav2Vec2Model(hf_config("layer", True)).save_pretrained(folder)
+    return folder
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _one_line_error(capsys, argv) -> str:
+    capsys.readouterr()
+    start = time.monotonic()
+    assert cli(argv) == 1
+    assert time.monotonic() - start < 60  # no unbounded work before the answer
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def _edit_config(folder, edit):
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(edit(config) if callable(edit) else edit)
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda c: json.dumps([c]), "JSON object"),  # a list
+        (lambda c: json.dumps({**c, "hidden_size": "64"}), "hidden_size must be an integer"),
+        (lambda c: json.dumps({**c, "num_hidden_layers": 2.5}), "num_hidden_layers must be an integer"),
+        (lambda c: json.dumps({**c, "num_hidden_layers": 10_000_000}), "num_hidden_layers must be in [1, 1024]"),
+        (lambda c: json.dumps({**c, "num_hidden_layers": 3}), "(num_hidden_layers) but the weights hold 2"),
+        (lambda c: json.dumps({**c, "conv_dim": [16, 24]}), "conv_dim, conv_stride and conv_kernel"),
+        (lambda c: json.dumps({**c, "conv_kernel": [10, -3, 3]}), "conv_kernel must be a list"),
+        (lambda c: json.dumps({**c, "layerdrop": 1.5}), "layerdrop must be a probability"),
+        (lambda c: json.dumps({**c, "do_stable_layer_norm": "true"}), "do_stable_layer_norm must be true or false"),
+        (lambda c: json.dumps({**c, "hidden_size": 30}), "divisible by num_attention_heads"),
+        (lambda c: json.dumps({**c, "architectures": "Wav2Vec2ForCTC"}), "architectures must be a list"),
+        (lambda c: json.dumps({**c, "architectures": ["BertModel"]}), "unsupported architecture 'BertModel'"),
+        (lambda c: json.dumps({**c, "id2label": ["a", "b"]}), "id2label must be an object"),
+        (lambda c: "{" + json.dumps(c)[1:-1], "not valid JSON"),  # truncated
+        (lambda c: "", "not valid JSON (Expecting value: line 1 column 1"),  # empty
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_malformed_config_json_is_one_line_naming_file_and_field(edit, field, model_folder, tmp_path, capsys):
+    folder = _copy(model_folder, tmp_path / "hf")
+    _edit_config(folder, edit)
+    err = _one_line_error(capsys, ["hf-to-orbax", str(folder), str(tmp_path / "out")])
+    assert str(folder) in err and field in err
+    assert not (tmp_path / "out").exists()
+
+
+def _hostile_safetensors(kind: str, path) -> None:
+    import struct
+
+    data = (path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    if kind == "garbage":
+        path.write_bytes(b"this is not a safetensors file" * 10)
+    elif kind == "huge_header_length":  # claims an 8 EB header
+        path.write_bytes(struct.pack("<Q", 2**63) + data[8:])
+    elif kind == "header_not_json":
+        path.write_bytes(struct.pack("<Q", 16) + b"{not json at all" + data[8 + n :])
+    elif kind == "offsets_past_end":  # one tensor declares bytes beyond the file
+        key = next(k for k in header if k != "__metadata__")
+        begin, end = header[key]["data_offsets"]
+        header[key]["data_offsets"] = [begin, end + 10**9]
+        blob = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + n :])
+    elif kind == "shape_vs_bytes":  # a shape whose size disagrees with its byte range
+        key = next(k for k in header if k != "__metadata__")
+        header[key]["shape"] = [10**6, 10**6]
+        blob = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + n :])
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "huge_header_length", "header_not_json", "offsets_past_end", "shape_vs_bytes", "truncated"]
+)
+def test_hostile_safetensors_is_one_line_naming_the_file(kind, model_folder, tmp_path, capsys):
+    folder = _copy(model_folder, tmp_path / "hf")
+    _hostile_safetensors(kind, folder / "model.safetensors")
+    err = _one_line_error(capsys, ["hf-to-orbax", str(folder), str(tmp_path / "out")])
+    assert str(folder / "model.safetensors") in err and "not a valid safetensors file" in err
+
+
+@pytest.mark.parametrize(
+    "index,field",
+    [
+        ({"weight_map": {"a": "../../outside.safetensors"}}, "is not a .safetensors file name in the folder"),
+        ({"weight_map": []}, "weight_map must be a non-empty object"),
+        ({"metadata": {}}, "weight_map must be a non-empty object"),
+        ({"weight_map": {"a": "missing.safetensors"}}, "listed in the weight index but missing"),
+    ],
+)
+def test_malformed_shard_index_is_one_line(index, field, model_folder, tmp_path, capsys):
+    folder = _copy(model_folder, tmp_path / "hf")
+    os.remove(folder / "model.safetensors")
+    (folder / hf_io.SAFETENSORS_INDEX).write_text(json.dumps(index))
+    err = _one_line_error(capsys, ["hf-to-orbax", str(folder), str(tmp_path / "out")])
+    assert str(folder) in err and field in err
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "truncated"])
+def test_damaged_pytorch_bin_is_one_line_naming_the_file(kind, model_folder, tmp_path, capsys):
+    folder = _copy(model_folder, tmp_path / "hf")
+    os.remove(folder / "model.safetensors")
+    model = transformers.Wav2Vec2Model.from_pretrained(model_folder)
+    torch.save(model.state_dict(), folder / hf_io.TORCH_BIN)
+    data = (folder / hf_io.TORCH_BIN).read_bytes()
+    new = {"empty": b"", "garbage": b"garbage" * 100, "truncated": data[: len(data) // 2]}[kind]
+    (folder / hf_io.TORCH_BIN).write_bytes(new)
+    err = _one_line_error(capsys, ["hf-to-orbax", str(folder), str(tmp_path / "out")])
+    assert str(folder / hf_io.TORCH_BIN) in err

@@ -16,6 +16,7 @@ model.json); load it with `xlsr_jax.pretrained.load_pretrained`. All renames are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -102,9 +103,13 @@ def hf_to_orbax(
     """
     from xlsr_jax import pretrained
 
+    config_path = os.path.join(os.fspath(hf_folder), hf_io.CONFIG)
     hf_config = hf_io.read_hf_config(hf_folder)
+    with _naming(config_path):
+        configs.hf_to_config(hf_config, **dict(overrides or {}))  # every field checked before reading weights
     state = hf_io.read_hf_state(hf_folder)
-    config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
+    with _naming(f"{hf_folder} ({hf_io.CONFIG} vs weights)"):
+        config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
     vocab = _read_json_if_exists(os.path.join(os.fspath(hf_folder), "vocab.json"))
     # A head that transcribes or classifies raw audio gives different answers at another rate or
     # normalisation: there the settings must be stated, by a file or explicitly.
@@ -153,7 +158,8 @@ def fairseq_to_orbax(
 
     hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
     audio = hf_config.pop("xlsr_jax_audio")
-    config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
+    with _naming(os.fspath(checkpoint)):
+        config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
     return pretrained.save_pretrained(
         out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
     )
@@ -208,6 +214,17 @@ def orbax_to_hf(
             )
         files.update(hf_io.ctc_tokenizer_files(vocab, loaded.config.pad_token_id))
     return hf_io.write_hf_folder(out_folder, hf_config, state, json_files=files, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _naming(source: str):
+    """Prefixes config and mismatch errors with the file they are about (once)."""
+    try:
+        yield
+    except (ConfigError, CheckpointMismatchError) as e:
+        if str(e).startswith(source):
+            raise
+        raise type(e)(f"{source}: {e}") from None
 
 
 def _read_json_if_exists(path: str) -> Any:

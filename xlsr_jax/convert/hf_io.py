@@ -42,8 +42,10 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
             f"{folder!s}: no {CONFIG}; expected a transformers Wav2Vec2 model folder "
             f"({CONFIG} + {SAFETENSORS} or {TORCH_BIN})"
         )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got a {type(config).__name__}")
+    return config
 
 
 def read_json(path: str) -> Any:
@@ -160,13 +162,11 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     if os.path.isfile(os.path.join(folder, SAFETENSORS)):
         files = [SAFETENSORS]
     elif os.path.isfile(os.path.join(folder, SAFETENSORS_INDEX)):
-        with open(os.path.join(folder, SAFETENSORS_INDEX), encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = _shard_files(folder, SAFETENSORS_INDEX, ".safetensors")
     elif os.path.isfile(os.path.join(folder, TORCH_BIN)):
         files = [TORCH_BIN]
     elif os.path.isfile(os.path.join(folder, TORCH_BIN_INDEX)):
-        with open(os.path.join(folder, TORCH_BIN_INDEX), encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = _shard_files(folder, TORCH_BIN_INDEX, ".bin")
     else:
         raise FileNotFoundError(
             f"{folder}: no weights; expected {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN} or {TORCH_BIN_INDEX}"
@@ -177,10 +177,20 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
         if name.endswith(".safetensors"):
             from safetensors import safe_open
 
-            # framework="np" reads without torch; bf16 arrives as ml_dtypes.bfloat16.
-            with safe_open(path, framework="np") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                    state[key] = _to_numpy_float32(key, f.get_tensor(key))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: listed in the weight index but missing")
+            # framework="np" reads without torch; bf16 arrives as ml_dtypes.bfloat16. The library
+            # checks the header against the file size; its errors do not name the file.
+            try:
+                with safe_open(path, framework="np") as f:
+                    for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                        state[key] = _to_numpy_float32(key, f.get_tensor(key))
+            except (OSError, ValueError, TypeError) as e:
+                raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
+            except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
+                if type(e).__name__ != "SafetensorError":
+                    raise
+                raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
         else:
             from xlsr_jax.convert.torch_pickle import load_torch_file
 
@@ -190,6 +200,21 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             for key, value in loaded.items():
                 state[key] = _to_numpy_float32(key, value)
     return state
+
+
+def _shard_files(folder: str, index_name: str, suffix: str) -> list[str]:
+    """The shard file names of a sharded checkpoint's index, checked to be plain names of
+    `suffix` files inside `folder` (a hostile index must not point elsewhere)."""
+    path = os.path.join(folder, index_name)
+    index = read_json(path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{path}: weight_map must be a non-empty object {{tensor name: shard file}}")
+    files = set(weight_map.values())
+    for name in files:
+        if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(suffix):
+            raise ValueError(f"{path}: weight_map: shard {name!r} is not a {suffix} file name in the folder")
+    return sorted(files)
 
 
 def preprocessor_config(

@@ -101,10 +101,16 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     from pickle import UnpicklingError
 
     path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file, not a PyTorch checkpoint")
     try:
         names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except ValueError:
         names = []  # legacy (non-zip) format: discovered one at a time below
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file: {e})"
+        ) from None
     allowed, refused = _allowlist(names)
     if refused:
         raise UnsafeCheckpointError(
@@ -116,10 +122,15 @@ def load_torch_file(path: str | os.PathLike) -> Any:
         try:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError) as e:  # torch's zip reader on a damaged archive
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or damaged: {e})") from None
         except UnpicklingError as e:
             name = _global_from_error(str(e))
             if name is None:
-                raise UnsafeCheckpointError(f"{path}: refusing to load: {e}") from None
+                # torch's message is a page of advice; the cause is the WeightsUnpickler line.
+                cause = str(e).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+                cause = " ".join(cause.split()) or "unreadable pickle"
+                raise UnsafeCheckpointError(f"{path}: refusing to load: {cause}") from None
             more, refused = _allowlist([name])
             if refused:
                 raise UnsafeCheckpointError(
