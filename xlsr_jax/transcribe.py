@@ -33,31 +33,17 @@ class AudioFileError(ValueError):
     """An input file could not be read (message names the file)."""
 
 
-def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[list[np.ndarray | None], list[str]]:
-    """Decodes every file as the model expects it.
+def load_inputs(
+    paths: Sequence[str], audio_settings: dict[str, Any], config: Any = None
+) -> tuple[list[np.ndarray | None], list[str]]:
+    """Decodes every file as the model expects it (`xlsr_jax.inputs.decode_inputs`).
 
     Returns:
-      (waveforms float32 [S] or None for unreadable files, error messages).
+      (waveforms float32 [S] or None for skipped files, one message per skipped file).
     """
-    import data_pipelines
+    from xlsr_jax import inputs
 
-    rate = int(audio_settings.get("sampling_rate", 16000))
-    waves, errors = [], []
-    for path in paths:
-        try:
-            wave = data_pipelines.load_audio(path, target_sr=rate)
-        except (data_pipelines.AudioDecodeError, OSError, ValueError) as e:
-            errors.append(f"{path}: cannot read audio ({e})")
-            waves.append(None)
-            continue
-        if wave.size < 400:  # shorter than the conv encoder's receptive field (25 ms)
-            errors.append(f"{path}: too short ({wave.size} samples at {rate} Hz)")
-            waves.append(None)
-            continue
-        if audio_settings.get("do_normalize", True):
-            wave = data_pipelines.normalize(wave)
-        waves.append(np.asarray(wave, np.float32))
-    return waves, errors
+    return inputs.decode_inputs(paths, audio_settings, config)
 
 
 def batches(
@@ -150,7 +136,7 @@ class Transcriber:
         """Transcripts in input order (None where a file failed) and the error messages."""
         from xlsr_jax import decoding
 
-        waves, errors = load_inputs(paths, self.loaded.audio)
+        waves, errors = load_inputs(paths, self.loaded.audio, self.loaded.config)
         out: list[str | None] = [None] * len(paths)
         for idx, audio, padding in batches(waves, self.batch_size, self.exact_lengths):
             log_probs, frame_padding, ids = self._forward(audio, padding)
@@ -184,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     for path, text in zip(args.audio, texts):
         if text is not None:
             print(f"{path}\t{text}", flush=True)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    from xlsr_jax import inputs
+
+    return inputs.report_skipped(errors, len(args.audio))
 
 
 if __name__ == "__main__":
