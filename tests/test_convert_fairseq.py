@@ -358,3 +358,36 @@ def test_mismatched_fairseq_checkpoint_names_keys(tmp_path, capsys):
         in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (
+            lambda c: c["model"].update(encoder_layers=10_000_000),
+            "config says 10000000 Transformer layers but the state dict has 2",
+        ),
+        (lambda c: c["model"].update(encoder_embed_dim="32"), "hidden_size must be an integer"),
+        (lambda c: c["task"].update(sample_rate="16k"), "task.sample_rate must be a positive integer"),
+        (lambda c: c["task"].update(normalize="yes"), "task.normalize must be true or false"),
+    ],
+)
+def test_malformed_fairseq_cfg_is_one_line_naming_file_and_field(edit, field, tmp_path, capsys):
+    torch.manual_seed(3)
+    hf = transformers.Wav2Vec2ForPreTraining(hf_config("group", False)).eval()
+    state = hf_state_to_fairseq(_hf_state(hf), "group", ctc=False)
+    cfg = {"model": fairseq_model_cfg("group", False), "task": {"_name": "audio_pretraining", "normalize": False}}
+    edit(cfg)
+    torch.save({"cfg": cfg, "model": _tensors(state)}, tmp_path / "bad.pt")
+    capsys.readouterr()
+    assert cli(["fairseq-to-orbax", str(tmp_path / "bad.pt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "bad.pt") in err and field in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_fairseq_checkpoint_is_one_line(tmp_path, capsys):
+    torch.save({"model": [1, 2, 3]}, tmp_path / "odd.pt")
+    assert cli(["fairseq-to-orbax", str(tmp_path / "odd.pt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a fairseq checkpoint" in err and str(tmp_path / "odd.pt") in err

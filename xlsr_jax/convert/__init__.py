@@ -156,9 +156,9 @@ def fairseq_to_orbax(
     """
     from xlsr_jax import pretrained
 
-    hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
-    audio = hf_config.pop("xlsr_jax_audio")
     with _naming(os.fspath(checkpoint)):
+        hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
+        audio = hf_config.pop("xlsr_jax_audio")
         config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
     return pretrained.save_pretrained(
         out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
