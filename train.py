@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -67,7 +68,12 @@ def main(argv: list[str]) -> None:
         jax.device_count(),
         jax.devices()[0].device_kind,
     )
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    import data_pipelines
+
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except data_pipelines.VocabularyMismatchError as e:  # a config to change, not a crash
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ def _plain(x):
     return x
 
 
+class VocabularyMismatchError(ValueError):
+    """Too many of the training labels are `<unk>`: the vocabulary and the normaliser disagree."""
+
+
 class _UnkCounter:
     """Counts the `<unk>` share of a split's encoded labels (the word delimiter not counted)."""
 
@@ -82,7 +86,7 @@ class _UnkCounter:
         elif split != "train":
             logger.warning("%s (above data.vocabulary.max_unk_rate=%g)", msg, limit)
         else:
-            raise ValueError(
+            raise VocabularyMismatchError(
                 f"{msg}. That is above data.vocabulary.max_unk_rate={limit:g}: make the transcript "
                 "normaliser agree with the vocabulary (data.text.per_language, e.g. "
                 "{'en': {'lowercase': False}} for an upper-case vocabulary), or use another "

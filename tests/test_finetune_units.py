@@ -211,3 +211,38 @@ def test_ctc_report_with_all_empty_references_warns_instead_of_nan(caplog):
         report = ctc.ctc_report([(only_en, {"ids": out["ids"][:2]})], vocab, ["en", "sw"])
     assert report["metrics"] == {} and not any(np.isnan(v) for v in report["metrics"].values())
     assert "all 2 references of every language are empty" in caplog.text and "data.vocabulary.path" in caplog.text
+
+
+def test_train_stops_before_training_when_the_vocabulary_disagrees_with_the_normaliser(tmp_path):
+    """The issue's case through train.py: an upper-case vocab.json and the default lower-casing
+    normaliser. The run stops in one line naming the options, before any step."""
+    import os
+    import subprocess
+    import sys
+
+    import data_pipelines
+    from data_pipelines import text
+    from tests.trainer_testlib import REPO
+
+    with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, "es", "train.tsv"), encoding="utf-8") as f:
+        sentences = [line.rstrip("\n").split("\t")[2] for line in f][1:]
+    chars = sorted({c for s in sentences for c in text.normalize_text(s, "es").upper().replace(" ", "")})
+    vocab = text.Vocabulary([*text.SPECIAL_TOKENS, text.WORD_DELIMITER, *chars])
+    (tmp_path / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config",
+        "configs/finetune/demo_ctc.py:steps=2,langs=es",
+        f"--config.data.vocabulary.path={tmp_path / 'vocab.json'}",
+        f"--config.model.vocab_size={len(vocab)}",
+        "--workdir",
+        str(tmp_path / "run"),
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "become <unk>" in last and "data.vocabulary.max_unk_rate" in last
+    assert "data.text.per_language" in last and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
