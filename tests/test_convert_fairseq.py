@@ -391,3 +391,29 @@ def test_not_a_fairseq_checkpoint_is_one_line(tmp_path, capsys):
     assert cli(["fairseq-to-orbax", str(tmp_path / "odd.pt"), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a fairseq checkpoint" in err and str(tmp_path / "odd.pt") in err
+
+
+def test_omegaconf_interpolations_resolve_as_omegaconf_would():
+    """hydra-era configs reference other fields (`${task.normalize}`); a fine-tuned checkpoint's
+    w2v_args resolves inside itself."""
+    from xlsr_jax.convert.fairseq import audio_settings, checkpoint_config
+
+    cfg = {
+        "task": {"normalize": True, "sample_rate": "${common.rate}"},
+        "common": {"rate": 8000},
+        "model": {
+            "normalize": "${task.normalize}",
+            "layers": ["${common.rate}", 3],
+            "env": "${env:HOME}",
+            "missing": "${nowhere.x}",
+            "w2v_args": {"task": {"normalize": False}, "model": {"normalize": "${task.normalize}"}},
+        },
+    }
+    plain = checkpoint_config({"cfg": cfg})
+    assert plain["model"]["normalize"] is True and plain["task"]["sample_rate"] == 8000
+    assert plain["model"]["layers"] == [8000, 3]
+    assert plain["model"]["env"] == "${env:HOME}" and plain["model"]["missing"] == "${nowhere.x}"
+    assert plain["model"]["w2v_args"]["model"]["normalize"] is False  # its own root
+    assert audio_settings(plain) == {"sampling_rate": 8000, "do_normalize": True}
+    cyclic = checkpoint_config({"cfg": {"model": {"a": "${model.b}", "b": "${model.a}"}}})
+    assert isinstance(cyclic["model"]["a"], str)

@@ -56,7 +56,7 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
 
     cfg = to_plain(ckpt.get("cfg"))
     if isinstance(cfg, Mapping) and cfg.get("model") is not None:
-        return dict(cfg)
+        return resolve_interpolations(dict(cfg))
     args = to_plain(ckpt.get("args"))
     if isinstance(args, Mapping):
         # Old checkpoints: one flat namespace holds model and criterion fields alike.
@@ -64,6 +64,43 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     raise configs.ConfigError(
         f"fairseq checkpoint has neither `cfg` (with a `model` section) nor `args`; top-level keys: {sorted(ckpt)}"
     )
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def resolve_interpolations(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Replaces omegaconf `${a.b}` references by the values they point to, as omegaconf would on
+    access (hydra-era fairseq writes e.g. `model.normalize: ${task.normalize}`). A fine-tuned
+    checkpoint's `model.w2v_args` is a config of its own: its references resolve inside it.
+    References that do not resolve (missing keys, resolvers like `${env:X}`) stay as they are.
+    """
+
+    def lookup(root, path, depth):
+        node = root
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None, False
+            node = node[part]
+        return resolve(node, root, depth + 1), True
+
+    def resolve(node, root, depth=0):
+        if depth > 32:  # a reference cycle: leave the rest as written
+            return node
+        if isinstance(node, Mapping):
+            return {
+                k: resolve(v, v if k == "w2v_args" and isinstance(v, Mapping) else root, depth) for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [resolve(v, root, depth) for v in node]
+        if isinstance(node, str):
+            m = _INTERPOLATION.fullmatch(node)
+            if m:
+                value, found = lookup(root, m.group(1), depth)
+                return value if found else node
+        return node
+
+    return resolve(cfg, cfg)
 
 
 def fairseq_state_to_hf(
