@@ -43,11 +43,21 @@ _TYPOGRAPHIC_FOLDS = {
     # No-break, narrow no-break (French "Quoi !"), figure, thin, ideographic and other spaces.
     **{ord(c): " " for c in "\u00a0\u2007\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))},
     # Invisible characters that would otherwise become vocabulary symbols: soft hyphen, zero-width
-    # space, word joiner, BOM. (ZWNJ/ZWJ are left alone: Persian and Indic spelling uses them.)
-    **{ord(c): None for c in "\u00ad\u200b\u2060\ufeff"},
+    # space, word joiner, BOM, and the Arabic tatweel (a letter-shaped elongation stroke).
+    # (ZWNJ/ZWJ are left alone: Persian and Indic spelling uses them.)
+    **{ord(c): None for c in "\u00ad\u200b\u2060\ufeff\u0640"},
 }
 # Languages that write the ʻokina (U+02BB) as a letter: apostrophe look-alikes fold to it instead.
 _OKINA_LANGUAGES = {"haw", "sm", "to", "ty"}
+# Spelling marks that look like punctuation, per language: kept through stripping, look-alikes
+# folded to them. Catalan's punt volat (col·legi) would otherwise split words in two.
+_LANGUAGE_KEEP = {"ca": "\u00b7"}
+_LANGUAGE_FOLDS = {
+    "ca": {ord(c): "\u00b7" for c in "\u2027\u22c5\u2219\u0387\u2022"},  # hyphenation point, dot operator, ...
+    # Persian is written with Farsi yeh and keheh; Arabic-keyboard text has the Arabic letters,
+    # which would make two vocabulary symbols of one.
+    "fa": {ord("\u064a"): "\u06cc", ord("\u0649"): "\u06cc", ord("\u0643"): "\u06a9"},
+}
 
 DEFAULT_TEXT_OPTIONS = {
     "fold_typography": True,  # apostrophe/dash/quote/space look-alikes -> one form (before NFKC)
@@ -65,8 +75,11 @@ def text_options(language: str, per_language: Mapping | None = None) -> dict:
     opts = dict(DEFAULT_TEXT_OPTIONS)
     if language in _NO_WORD_SPACES or language.split("-")[0] in {"zh", "ja", "th"}:
         opts["word_spaces"] = False
-    if language.split("-")[0] in _OKINA_LANGUAGES:
+    base = language.split("-")[0]
+    if base in _OKINA_LANGUAGES:
         opts["apostrophe"] = "\u02bb"
+    if base in _LANGUAGE_KEEP:
+        opts["keep"] += _LANGUAGE_KEEP[base]
     if per_language and language in per_language:
         opts.update(dict(per_language[language]))
     return opts
@@ -89,7 +102,7 @@ def normalize_text(text: str, language: str, per_language: Mapping | None = None
     if opts["fold_typography"]:
         # Before NFKC (which splits ´ into a space and a combining accent) and before stripping
         # (which must see `It’s` as `It's`). `keep` is folded too: keep="’" means the apostrophe.
-        text = fold_typography(text, opts["apostrophe"])
+        text = fold_typography(text, opts["apostrophe"]).translate(_LANGUAGE_FOLDS.get(language.split("-")[0], {}))
         keep = fold_typography(keep, opts["apostrophe"])
     if opts["nfkc"]:
         text = unicodedata.normalize("NFKC", text)

@@ -58,6 +58,24 @@ def test_typographic_variants_fold_before_punctuation(raw, expected):
     assert text.normalize_text(raw, "en") == text.normalize_text(expected, "en")
 
 
+@pytest.mark.parametrize(
+    "raw,lang,expected",
+    [
+        (
+            "El col·legi i la col\u2027lecció.",
+            "ca",
+            "el col·legi i la col·lecció",
+        ),  # punt volat kept, look-alike folded
+        ("col·legi", "es", "col legi"),  # only Catalan spells with it
+        ("كتاب علي", "fa", "کتاب علی"),  # Arabic yeh/kaf -> Farsi yeh/keheh in Persian
+        ("كتاب علي", "ar", "كتاب علي"),  # ... and not in Arabic
+        ("مـــرحبا", "ar", "مرحبا"),  # tatweel is typography
+    ],
+)
+def test_per_language_spelling_marks(raw, lang, expected):
+    assert text.normalize_text(raw, lang) == expected
+
+
 def test_typography_folding_is_an_option_and_keeps_persian_zwnj():
     assert text.normalize_text("It’s", "en", {"en": {"fold_typography": False}}) == "it s"
     assert text.normalize_text("می\u200cخواهم", "fa") == "می\u200cخواهم"  # ZWNJ is spelling
