@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test test-fast demo lint clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ venv: $(STAMP)
 # process (warnings, a lock file); the AOT test compiles for TPU topologies regardless.
 test: $(STAMP)
 	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --durations=15 tests
+
+# The fast lane for local work: everything but the `slow` and `integration` tests (pyproject.toml).
+test-fast: $(STAMP)
+	JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 --durations=10 -m "not slow and not integration" tests
 
 demo: $(STAMP)
 	$(BIN)/python experiments/demo.py --workdir $(DEMO_DIR)

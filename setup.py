@@ -18,15 +18,15 @@ setup(
         "orbax-checkpoint>=0.12,<0.13",
         "tensorflow-cpu>=2.21,<2.22",
         "tensorflow-datasets>=4.9,<5",
-        "librosa>=0.11,<0.12",
-        "soundfile>=0.13",
+        "soundfile>=0.13",  # data_pipelines.audio: decoding
+        "soxr>=1.0,<2",  # data_pipelines.audio: resampling to 16 kHz
+        "absl-py>=2.1,<3",  # train.py: flags and app
         "ml-collections>=1.1,<2",
         "numpy>=2.0",
         "safetensors>=0.4",
         "tensorboardX>=2.6",
         "jiwer>=3.0",
         "tqdm>=4.60",
-        "chex>=0.1.90",
         # xlsr_jax.fileio: run-directory files (config, metrics, eval reports) on gs:// workdirs.
         "etils[epath]>=1.7,<2",
         # tensorflow-datasets needs it to build datasets (etils epath) but does not declare it.
@@ -35,9 +35,11 @@ setup(
     extras_require={
         # Reading PyTorch checkpoints and the parity tests against transformers.
         "torch": ["torch==2.13.0", "transformers>=5.0,<6"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+        # librosa: the tests' independent resampler (tests/finetune_testlib.py); also what
+        # experiments/benchmark_input.py compares the pipeline's soundfile + soxr decoding against.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "librosa>=0.11,<0.12"],
         # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
-        # (experiments/aot_compile.py, tests/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
+        # (experiments/aot_compile.py, tests/training/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         # experiments/notebooks/ and tests/test_notebooks.py: nbclient + nbformat execute the notebooks
         # in an ipykernel kernel; matplotlib draws their plots; scikit-learn gives the representations

@@ -1,7 +1,7 @@
 """Train an XLSR / XLS-R model: `python train.py --config configs/<name>.py --workdir DIR`.
 
 Config overrides on the command line: `--config.optim.lr=5e-4`, recipe variants after a colon:
-`--config configs/xls_r_300m.py:runlocal`. Re-running with the same --workdir resumes from its
+`--config configs/xls_r.py:size=300m,runlocal`. Re-running with the same --workdir resumes from its
 newest checkpoint.
 
 Multi-host: on TPU pods `jax.distributed.initialize()` needs no arguments (it is called

@@ -1,7 +1,9 @@
-"""Shared builder for the pretraining recipes: every section and field, with its meaning.
+"""Shared builders of the run configs: every section and field, with its meaning.
 
-Each recipe file (`pretrain_base.py`, `xlsr_53.py`, ...) calls `pretraining_config` with the
-numbers of its published source and states that source. Fields whose value comes from a
+`base_config` holds what every task has; each pretraining recipe (`pretrain_base.py`,
+`xlsr_53.py`, `xls_r.py`, ...) calls `pretraining_config` (which adds to it) with the numbers of
+its published source and states that source; `configs/finetune/base.py` adds the fine-tuning
+fields to the same base. Fields whose value comes from a
 paper or fairseq config are set there; the defaults here are the fairseq wav2vec 2.0 defaults.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import ml_collections
+
+from xlsr_jax.constants import SAMPLE_RATE
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -37,33 +41,22 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(parsed)
 
 
-def pretraining_config(
-    *,
-    model: dict[str, Any],
-    data: ml_collections.ConfigDict,
-    total_steps: int,
-    lr: float,
-    warmup_steps: int,
-    gumbel_temperature: tuple[float, float, float],
-    clip_grad_norm: float = 0.0,
-    weight_decay: float = 0.01,
+def base_config(
+    *, task: str, model: dict[str, Any], data: ml_collections.ConfigDict, total_steps: int, lr: float
 ) -> ml_collections.ConfigDict:
-    """A complete pretraining config; recipes override what their source specifies.
+    """The sections and fields every task has; `pretraining_config` and the fine-tuning base add theirs.
 
     Args:
+      task: `xlsr_jax.tasks.TASKS` key ("pretrain", "ctc", "lid").
       model: `Wav2Vec2Config.to_dict()` of the architecture (with any overrides applied).
       data: the input pipeline config (`data_pipelines.default_config()` or a variant).
-      total_steps: optimizer updates (fairseq `max_update`); the lr decays to 0 there.
+      total_steps: optimizer updates (fairseq `max_update`); the schedule ends there.
       lr: peak learning rate.
-      warmup_steps: linear warmup updates (fairseq `warmup_updates`).
-      gumbel_temperature: (max, min, decay) of the Gumbel temperature (fairseq `latent_temp`).
-      clip_grad_norm: global gradient-norm clip; 0 disables (fairseq `clip_norm`, default 0).
-      weight_decay: decoupled weight decay (fairseq adam `weight_decay`).
     Returns:
       ConfigDict with sections task, model, data, train, optim, mesh, sharding, ckpt, eval, init.
     """
     config = ml_collections.ConfigDict()
-    config.task = "pretrain"  # trainer task: "pretrain"; fine-tuning registers "ctc", "lid"
+    config.task = task  # what is trained: a key of xlsr_jax.tasks.TASKS
 
     # Architecture: the fields of xlsr_jax.models.Wav2Vec2Config (HF Wav2Vec2Config names).
     config.model = ml_collections.ConfigDict(model)
@@ -71,7 +64,7 @@ def pretraining_config(
     # Input pipeline: see data_pipelines.default_config() for its fields.
     config.data = data
 
-    # One reference so `--config.train.total_steps=N` also moves the end of the lr decay.
+    # One reference so `--config.train.total_steps=N` also moves the end of the lr schedule.
     steps = ml_collections.FieldReference(total_steps)
 
     config.train = ml_collections.ConfigDict()
@@ -86,12 +79,7 @@ def pretraining_config(
     # updates leave the parameters untouched meanwhile). 0 = never stop.
     config.train.max_consecutive_bad_steps = 100
     config.train.peak_flops_per_device = 0.0  # FLOP/s for perf/mfu; 0 = look up the device kind
-    config.train.sample_rate = 16000  # Hz of the model input, for perf/audio_sec_per_sec
-    config.train.init_num_samples = 16000  # audio length used only to build the parameters
-    config.train.gumbel_max_temperature = gumbel_temperature[0]  # start temperature
-    config.train.gumbel_min_temperature = gumbel_temperature[1]  # floor
-    config.train.gumbel_temperature_decay = gumbel_temperature[2]  # per-update decay factor
-    config.train.codebook_collapse_fraction = 0.1  # warn when code perplexity < this * G*V
+    config.train.init_num_samples = SAMPLE_RATE  # audio length (1 s) used only to build the parameters
     # jax.transfer_guard level around each step's dispatch: "allow", "log" or "disallow" (a
     # debugging aid: "disallow" turns an implicit host<->device copy into an error).
     config.train.transfer_guard = "allow"
@@ -102,13 +90,10 @@ def pretraining_config(
     config.optim.b1 = 0.9  # fairseq adam_betas (0.9, 0.98)
     config.optim.b2 = 0.98
     config.optim.eps = 1e-6  # fairseq adam_eps
-    config.optim.weight_decay = weight_decay
-    config.optim.clip_grad_norm = clip_grad_norm  # 0 = no clipping
-    config.optim.schedule = "polynomial_decay"  # "polynomial_decay" | "tri_stage" | "constant"
-    config.optim.warmup_steps = warmup_steps  # linear warmup from 0
-    config.optim.total_steps = steps  # decay reaches end_lr here (tied to train.total_steps)
-    config.optim.end_lr = 0.0  # fairseq polynomial_decay end_learning_rate
-    config.optim.power = 1.0  # 1.0 = linear decay (fairseq default)
+    config.optim.weight_decay = 0.01  # decoupled weight decay (fairseq adam `weight_decay`)
+    config.optim.clip_grad_norm = 0.0  # global gradient-norm clip; 0 = none (fairseq clip_norm default)
+    config.optim.schedule = "constant"  # "polynomial_decay" | "tri_stage" | "constant"
+    config.optim.total_steps = steps  # the schedule ends here (tied to train.total_steps)
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # pure data parallelism over the rest of the devices
@@ -131,6 +116,47 @@ def pretraining_config(
 
     config.init = ml_collections.ConfigDict()
     config.init.checkpoint = ""  # params-only initialisation from this checkpoint ("" = random)
+    return config
+
+
+def pretraining_config(
+    *,
+    model: dict[str, Any],
+    data: ml_collections.ConfigDict,
+    total_steps: int,
+    lr: float,
+    warmup_steps: int,
+    gumbel_temperature: tuple[float, float, float],
+    clip_grad_norm: float = 0.0,
+    weight_decay: float = 0.01,
+) -> ml_collections.ConfigDict:
+    """A complete pretraining config: `base_config` plus the Gumbel temperature, the codebook
+    check and the polynomial-decay schedule; recipes override what their source specifies.
+
+    Args:
+      model: `Wav2Vec2Config.to_dict()` of the architecture (with any overrides applied).
+      data: the input pipeline config (`data_pipelines.default_config()` or a variant).
+      total_steps: optimizer updates (fairseq `max_update`); the lr decays to 0 there.
+      lr: peak learning rate.
+      warmup_steps: linear warmup updates (fairseq `warmup_updates`).
+      gumbel_temperature: (max, min, decay) of the Gumbel temperature (fairseq `latent_temp`).
+      clip_grad_norm: global gradient-norm clip; 0 disables (fairseq `clip_norm`, default 0).
+      weight_decay: decoupled weight decay (fairseq adam `weight_decay`).
+    Returns:
+      ConfigDict with sections task, model, data, train, optim, mesh, sharding, ckpt, eval, init.
+    """
+    config = base_config(task="pretrain", model=model, data=data, total_steps=total_steps, lr=lr)
+    config.train.gumbel_max_temperature = gumbel_temperature[0]  # start temperature
+    config.train.gumbel_min_temperature = gumbel_temperature[1]  # floor
+    config.train.gumbel_temperature_decay = gumbel_temperature[2]  # per-update decay factor
+    config.train.codebook_collapse_fraction = 0.1  # warn when code perplexity < this * G*V
+
+    config.optim.weight_decay = weight_decay
+    config.optim.clip_grad_norm = clip_grad_norm  # 0 = no clipping
+    config.optim.schedule = "polynomial_decay"
+    config.optim.warmup_steps = warmup_steps  # linear warmup from 0
+    config.optim.end_lr = 0.0  # fairseq polynomial_decay end_learning_rate
+    config.optim.power = 1.0  # 1.0 = linear decay (fairseq default)
     return config
 
 

@@ -24,12 +24,12 @@
     pipe.probabilities         # language sampling probabilities (logged at start with hours)
     pipe.num_batches           # eval: batches in one pass (split != "train"); train: None
 
-    data_pipelines.load_audio(path_or_bytes, target_sr=16000)  # float32 [S], mono, resampled
+    data_pipelines.load_audio(path_or_bytes, sampling_rate=16000)  # float32 [S], mono, resampled
 
 The training split is an endless stream with languages sampled ∝ hours^alpha; other splits are one
 ordered pass (StopIteration at the end; `build_input(..., repeat=True)` makes any split endless).
 Sources (`cfg.sources`, a list of dicts or a {name: dict} mapping): fairseq manifests, Common
-Voice, MLS, TFRecord shards (`tfrecord.write_tfrecords`), TFDS datasets (`tfds_builder.prepare`
+Voice, MLS, TFRecord shards (`tfrecord_writer.write_tfrecords`), TFDS datasets (`tfds_builder.prepare`
 builds one from local corpora). No shuffle buffer: sources are random access, so shuffling is an
 exact per-epoch permutation and the position is a few integers. Design, the shipped corpus and
 measured throughput: README.md here. Regenerate the corpus: `python -m data_pipelines.make_demo_corpus`.

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-TARGET_SAMPLE_RATE = 16000
+from xlsr_jax.constants import SAMPLE_RATE
 
 
 class AudioDecodeError(ValueError):
@@ -151,11 +151,11 @@ def diagnose(path, error: Exception | None = None) -> AudioDecodeError:
     return AudioDecodeError(f"{name}: not a recognised audio format{detail}", "not_audio")
 
 
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
-    """Resamples mono float audio [samples] from `orig_sr` to `target_sr` (soxr, high quality)."""
-    if orig_sr == target_sr:
+def resample(audio: np.ndarray, orig_sampling_rate: int, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resamples mono float audio [samples] from `orig_sampling_rate` to `sampling_rate` Hz (soxr, high quality)."""
+    if orig_sampling_rate == sampling_rate:
         return audio
-    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+    return soxr.resample(audio, orig_sampling_rate, sampling_rate, quality="HQ").astype(np.float32, copy=False)
 
 
 def downmix(audio: np.ndarray) -> np.ndarray:
@@ -165,12 +165,12 @@ def downmix(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
-def load_audio(path: str | os.PathLike | bytes, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
-    """Decodes an audio file (wav/flac/ogg/opus/mp3) into mono float32 at `target_sr`.
+def load_audio(path: str | os.PathLike | bytes, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decodes an audio file (wav/flac/ogg/opus/mp3) into mono float32 at `sampling_rate` Hz.
 
     Args:
       path: file path, or the encoded file's bytes (as stored in TFRecords/TFDS).
-      target_sr: output sample rate.
+      sampling_rate: output rate in Hz (default: the models' `SAMPLE_RATE`).
     Returns:
       float32 [samples], mono.
     Raises:
@@ -193,11 +193,11 @@ def load_audio(path: str | os.PathLike | bytes, target_sr: int = TARGET_SAMPLE_R
     # into the sum (finite audio cannot overflow float32 here).
     if not np.isfinite(audio.sum()):
         raise AudioDecodeError(f"{_name(path)}: non-finite samples (NaN or infinity)", "non_finite")
-    return resample(audio, sr, target_sr)
+    return resample(audio, sr, sampling_rate)
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int]:
-    """Reads only the header: returns (frames, sample_rate); raises AudioDecodeError."""
+    """Reads only the header: returns (frames, sampling rate in Hz); raises AudioDecodeError."""
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:

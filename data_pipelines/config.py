@@ -6,6 +6,8 @@ import os
 
 import ml_collections
 
+from xlsr_jax.constants import SAMPLE_RATE
+
 DEMO_CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_corpus")
 DEMO_LANGUAGES = ("ar", "es", "hi", "ky", "ru", "sw", "tr", "zh-CN")
 
@@ -36,8 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.sampling_alpha = 0.5
     # Same exponent across corpora of one language (XLS-R samples datasets this way too).
     c.corpus_alpha = 0.5
-    # Audio is resampled to this rate (the models are 16 kHz).
-    c.sample_rate = 16000
+    # Hz; audio is resampled to this rate (must be the models' SAMPLE_RATE, 16 kHz).
+    c.sampling_rate = SAMPLE_RATE
     # Zero-mean unit-variance per utterance: True for the layer-norm extractor (XLSR, XLS-R),
     # False for the group-norm base model (fairseq `normalize`).
     c.normalize = True

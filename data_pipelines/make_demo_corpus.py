@@ -37,8 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_pipelines.demo_sentences import ESPEAK_VOICES, SENTENCES
+from xlsr_jax.constants import SAMPLE_RATE  # noqa: E402
 
-SAMPLE_RATE = 16000
 # espeak-ng voice variants that still sound like speech (robots, whisper and croak left out).
 VARIANTS = [
     "m1",

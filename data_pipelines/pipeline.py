@@ -17,7 +17,7 @@ import numpy as np
 from data_pipelines import audio as audio_lib
 from data_pipelines import sampling, text
 from data_pipelines import sources as sources_lib
-from data_pipelines._tf import import_tf
+from data_pipelines.tf_runtime import import_tf
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +155,19 @@ def source_configs(cfg) -> list[dict]:
     return [dict(s) for s in srcs]
 
 
-def _load_sources(cfg, split: str) -> list[sources_lib.Source]:
+def load_sources(cfg, split: str) -> list[sources_lib.Source]:
+    """The `Source` of every configured corpus for `split`."""
     return [sources_lib.make_source(s, split) for s in source_configs(cfg)]
 
 
-def _languages(cfg, train_sources) -> list[str]:
+def languages(cfg, train_sources=None) -> list[str]:
+    """Language codes in label-id order: `cfg.languages`, else the sorted languages of the train split.
+
+    Args:
+      cfg: the `data` config.
+      train_sources: optional callable returning the train split's `Source`s (avoids re-reading).
+    """
+    train_sources = train_sources or (lambda: load_sources(cfg, "train"))
     if cfg.languages:
         return list(cfg.languages)
     langs = set()
@@ -180,8 +188,8 @@ def build_vocabulary(cfg, train_sources=None) -> text.Vocabulary:
     if cfg.vocabulary.path:
         with open(cfg.vocabulary.path, encoding="utf-8") as f:
             return text.Vocabulary.from_json(f.read(), text_cfg)
-    train_sources = train_sources or (lambda: _load_sources(cfg, "train"))
-    keep = set(_languages(cfg, train_sources))
+    train_sources = train_sources or (lambda: load_sources(cfg, "train"))
+    keep = set(languages(cfg, train_sources))
     pairs = []
     for src in train_sources():
         if src.transcripts is not None:
@@ -224,8 +232,11 @@ class InputPipeline:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by process_count {process_count}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        if cfg.sample_rate != audio_lib.TARGET_SAMPLE_RATE:
-            raise ValueError("only 16 kHz is supported (the wav2vec 2.0 feature encoder's rate)")
+        if cfg.sampling_rate != audio_lib.SAMPLE_RATE:
+            raise ValueError(
+                f"data.sampling_rate is {cfg.sampling_rate}: only {audio_lib.SAMPLE_RATE} Hz is supported (the "
+                "wav2vec 2.0 feature encoder's rate; audio at other rates is resampled to it)"
+            )
         self.cfg, self.split, self.task = cfg, split, task
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = cfg.batch_size // process_count
@@ -233,15 +244,15 @@ class InputPipeline:
         self.stats_tracker = SkipStats()
 
         # Language ids and the vocabulary come from the train split, so every split agrees.
-        self.sources = _load_sources(cfg, split)
+        self.sources = load_sources(cfg, split)
         cache = {"train": self.sources} if split == "train" else {}
 
         def train_sources():
             if "train" not in cache:
-                cache["train"] = _load_sources(cfg, "train")
+                cache["train"] = load_sources(cfg, "train")
             return cache["train"]
 
-        self.languages = _languages(cfg, train_sources)
+        self.languages = languages(cfg, train_sources)
         self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
         self.vocabulary = build_vocabulary(cfg, train_sources) if task == "ctc" else None
         self._fingerprint = hashlib.sha1(
@@ -357,7 +368,7 @@ class InputPipeline:
         langs = np.concatenate(langs) if langs else np.zeros(0, np.int64)
         buckets = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)
         # Hours per language (for sampling) and per (language, source) (logged).
-        sec = lengths / audio_lib.TARGET_SAMPLE_RATE
+        sec = lengths / audio_lib.SAMPLE_RATE
         self.hours = {
             code: float(sec[langs == k].sum()) / 3600 for k, code in enumerate(self.languages) if np.any(langs == k)
         }

@@ -28,46 +28,14 @@ import numpy as np
 
 from data_pipelines import audio as audio_lib
 from data_pipelines import tfrecord
+from data_pipelines.source import UNKNOWN_LANGUAGE, Source
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
-UNKNOWN_LANGUAGE = "und"  # ISO 639 "undetermined"
+SR = audio_lib.SAMPLE_RATE
 _MAX_LISTED = 20
 
 csv.field_size_limit(1 << 24)
-
-
-class Source:
-    """One corpus split: metadata columns plus on-demand loading of utterance i.
-
-    Attributes:
-      name: short description for logs.
-      languages: list[str] [n], language code per utterance.
-      num_samples: int64 [n], length at 16 kHz (estimated from metadata).
-      transcripts: list[str] [n] or None when the corpus has no text.
-      ids: list[str] [n], path or key per utterance (for skip reports).
-    """
-
-    def __init__(self, name, languages, num_samples, transcripts, ids, loader):
-        self.name = name
-        self.languages = list(languages)
-        self.num_samples = np.asarray(num_samples, dtype=np.int64)
-        self.transcripts = None if transcripts is None else list(transcripts)
-        self.ids = list(ids)
-        self._loader = loader
-        n = len(self.ids)
-        if not (len(self.languages) == len(self.num_samples) == n) or (
-            self.transcripts is not None and len(self.transcripts) != n
-        ):
-            raise ValueError(f"{name}: metadata columns have different lengths")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, i: int) -> np.ndarray:
-        """Decodes utterance i: float32 [samples] mono at 16 kHz; raises AudioDecodeError."""
-        return self._loader(int(i))
 
 
 def _split_name(cfg: Mapping, split: str) -> str:
@@ -253,11 +221,11 @@ def mls_source(cfg: Mapping, split: str) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# TFRecord (written by `tfrecord.write_tfrecords`) and TFDS
+# TFRecord (written by `tfrecord_writer.write_tfrecords`) and TFDS
 
 
 def tfrecord_source(cfg: Mapping, split: str) -> Source:
-    """TFRecord shards written by `data_pipelines.tfrecord.write_tfrecords`:
+    """TFRecord shards written by `data_pipelines.tfrecord_writer.write_tfrecords`:
     `<path>/<split>-*.tfrecord` (or `path` as a glob), read by random access through the
     per-shard `.index.json` the writer leaves next to each shard."""
     path = cfg["path"]
@@ -281,9 +249,9 @@ def tfds_source(cfg: Mapping, split: str) -> Source:
     """Any TFDS dataset with an audio feature, by random access (`tfds.data_source`, so it must be
     prepared in ArrayRecord format, the default of `tfds_builder.SpeechCorpus`). The first use
     reads every example once to learn lengths, languages and transcripts."""
-    from data_pipelines import tfds_builder
+    from data_pipelines import tfds_reader
 
-    return tfds_builder.tfds_source(cfg, _split_name(cfg, split))
+    return tfds_reader.tfds_source(cfg, _split_name(cfg, split))
 
 
 READERS = {

@@ -1,6 +1,6 @@
 """Sharded TFRecord files of 16 kHz speech with language and transcript, read by random access.
 
-`write_tfrecords` converts any configured corpus split (manifest, Common Voice, MLS, ...) into
+`tfrecord_writer.write_tfrecords` converts any configured corpus split (manifest, Common Voice, MLS, ...) into
 `<out>/<split>-00000-of-00004.tfrecord` shards of `tf.train.Example`s:
 
     audio        bytes   PCM16 little-endian at 16 kHz ("pcm16"), or a FLAC file ("flac")
@@ -23,22 +23,23 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import soundfile as sf
 
 from data_pipelines import audio as audio_lib
-from data_pipelines._tf import import_tf
+from data_pipelines.tf_runtime import import_tf
 
 logger = logging.getLogger(__name__)
 
-SR = audio_lib.TARGET_SAMPLE_RATE
-_HEADER = 12  # uint64 length + uint32 masked CRC of the length
-_FOOTER = 4  # uint32 masked CRC of the data
+SR = audio_lib.SAMPLE_RATE
+HEADER_BYTES = 12  # uint64 length + uint32 masked CRC of the length
+FOOTER_BYTES = 4  # uint32 masked CRC of the data
 
 
-def _open(path: str, mode: str = "rb"):
+def open_file(path: str, mode: str = "rb"):
+    """`open` for local paths, `tf.io.gfile.GFile` for remote ones (gs://...)."""
     if "://" in path:
         return import_tf().io.gfile.GFile(path, mode)
     return open(path, mode)
@@ -49,7 +50,7 @@ def glob(pattern: str) -> list[str]:
     return sorted(import_tf().io.gfile.glob(pattern))
 
 
-def _encode_audio(audio: np.ndarray, encoding: str) -> bytes:
+def encode_audio(audio: np.ndarray, encoding: str) -> bytes:
     pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")  # [samples]
     if encoding == "pcm16":
         return pcm.tobytes()
@@ -80,7 +81,7 @@ def make_example(audio: np.ndarray, language: str, transcript: str, key: str, en
     ex = tf.train.Example(
         features=tf.train.Features(
             feature={
-                "audio": b(_encode_audio(audio, encoding)),
+                "audio": b(encode_audio(audio, encoding)),
                 "encoding": b(encoding.encode()),
                 "num_samples": feat(int64_list=tf.train.Int64List(value=[len(audio)])),
                 "language": b(language.encode()),
@@ -92,74 +93,10 @@ def make_example(audio: np.ndarray, language: str, transcript: str, key: str, en
     return ex.SerializeToString()
 
 
-def write_tfrecords(
-    sources: Sequence[Mapping],
-    out_dir: str,
-    split: str,
-    num_shards: int = 4,
-    encoding: str = "pcm16",
-) -> dict:
-    """Converts a corpus split into sharded TFRecords (+ indexes) under `out_dir`.
-
-    Args:
-      sources: `data.sources`-style dicts (any type `sources.make_source` reads).
-      out_dir: output directory (local or gs://).
-      split: split name, also the shard file prefix.
-      num_shards: utterances are dealt round-robin to this many shards.
-      encoding: "pcm16" (fastest to read) or "flac" (about half the size).
-    Returns:
-      {"files": [...], "written": n, "skipped": {reason: count}}.
-    """
-    from data_pipelines import sources as sources_lib
-
-    tf = import_tf()
-    tf.io.gfile.makedirs(out_dir)
-    files = [os.path.join(out_dir, f"{split}-{s:05d}-of-{num_shards:05d}.tfrecord") for s in range(num_shards)]
-    writers = [tf.io.TFRecordWriter(f) for f in files]
-    index = [
-        {
-            "offsets": [],
-            "num_samples": [],
-            "languages": [],
-            "transcripts": [],
-            "ids": [],
-        }
-        for _ in files
-    ]
-    pos = [0] * num_shards
-    written, skipped = 0, {}
-    for cfg in sources:
-        src = sources_lib.make_source(cfg, split)
-        for i in range(len(src)):
-            try:
-                audio = src.load(i)
-            except audio_lib.AudioDecodeError as e:
-                skipped["unreadable"] = skipped.get("unreadable", 0) + 1
-                logger.warning("write_tfrecords: skipping %s", e)
-                continue
-            text = src.transcripts[i] if src.transcripts is not None else ""
-            rec = make_example(audio, src.languages[i], text, src.ids[i], encoding)
-            s = written % num_shards
-            writers[s].write(rec)
-            ix = index[s]
-            ix["offsets"].append(pos[s])
-            ix["num_samples"].append(len(audio))
-            ix["languages"].append(src.languages[i])
-            ix["transcripts"].append(text)
-            ix["ids"].append(src.ids[i])
-            pos[s] += _HEADER + len(rec) + _FOOTER
-            written += 1
-    for w, f, ix in zip(writers, files, index):
-        w.close()
-        with _open(f + ".index.json", "w") as fh:
-            fh.write(json.dumps(ix, ensure_ascii=False))
-    return {"files": files, "written": written, "skipped": skipped}
-
-
 def read_record(path: str, offset: int, fh=None) -> bytes:
     """Reads the TFRecord record starting at byte `offset` of `path`."""
     own = fh is None
-    fh = fh or _open(path)
+    fh = fh or open_file(path)
     try:
         fh.seek(offset)
         (length,) = struct.unpack("<Q", fh.read(8))
@@ -202,15 +139,15 @@ def _scan(path: str) -> dict:
         "transcripts": [],
         "ids": [],
     }
-    with _open(path) as fh:
+    with open_file(path) as fh:
         pos = 0
         while True:
-            head = fh.read(_HEADER)
-            if len(head) < _HEADER:
+            head = fh.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES:
                 break
             (length,) = struct.unpack("<Q", head[:8])
             data = fh.read(length)
-            fh.read(_FOOTER)
+            fh.read(FOOTER_BYTES)
             try:
                 ex = parse_example(data)
                 n, lang, text, key = (
@@ -226,7 +163,7 @@ def _scan(path: str) -> dict:
             ix["languages"].append(lang)
             ix["transcripts"].append(text)
             ix["ids"].append(key or f"{path}@{pos}")
-            pos += _HEADER + length + _FOOTER
+            pos += HEADER_BYTES + length + FOOTER_BYTES
     return ix
 
 
@@ -247,7 +184,7 @@ class ShardedReader:
             tf_path = f + ".index.json"
             exists = os.path.exists(tf_path) if "://" not in f else import_tf().io.gfile.exists(tf_path)
             if exists:
-                with _open(tf_path, "r") as fh:
+                with open_file(tf_path, "r") as fh:
                     ix = json.loads(fh.read())
             else:
                 logger.info("no index for %s; scanning it once", f)

@@ -23,18 +23,18 @@ A batch is `rows` crops of `--crop_seconds` (the recipes' max_sample_size: 20 s)
 the script compiles the candidates in order (largest batch first for each mesh) and stops at the
 first that fits, so a search over meshes and batches is one call. JSON goes to stdout.
 
-  .venv/bin/python experiments/aot_compile.py --config configs/xls_r_1b.py --topology v5e:4x4 \
+  .venv/bin/python experiments/aot_compile.py --config configs/xls_r.py:size=1b --topology v5e:4x4 \
       --set model.dtype=bfloat16 --batch_seconds 1280,640,320
-  .venv/bin/python experiments/aot_compile.py --config configs/xls_r_300m.py --topology v4:2x2x1 \
+  .venv/bin/python experiments/aot_compile.py --config configs/xls_r.py:size=300m --topology v4:2x2x1 \
       --mesh data=4,fsdp=1 --mesh data=1,fsdp=4 --batch_seconds 240,160
 
-The step compiled is the config's task: a pretraining recipe (configs/xls_r_*.py) or a
+The step compiled is the config's task: a pretraining recipe (configs/xls_r.py, ...) or a
 fine-tuning one (configs/finetune/*.py, task "ctc" from xlsr_jax/tasks, with its own optimizer
 and frozen parameters), e.g. CTC on XLS-R 1B (a vocabulary file stands in for the corpus):
 
   .venv/bin/python experiments/aot_compile.py --topology v5e:4x4 \
       --config configs/finetune/common_voice.py:preset=xls_r_1b \
-      --set data.vocabulary.path=vocab.json --set model.vocab_size=40
+      --set data.vocabulary.path=vocab.json
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-SAMPLE_RATE = 16000
+from xlsr_jax.constants import SAMPLE_RATE  # noqa: E402
+
 GiB = 2**30
 
 
@@ -121,9 +122,21 @@ def tpu_topology(name: str) -> tuple[Chip, list[jax.Device]]:
 # ---------------------------------------------------------------------------------------------
 
 
+# Reports written before the XLS-R sizes became one recipe name the old per-size files.
+_LEGACY_RECIPES = {f"configs/xls_r_{size}.py": f"configs/xls_r.py:size={size}" for size in ("300m", "1b", "2b")}
+
+
+def recipe_name(spec: str) -> str:
+    """A report's model column: "configs/xls_r.py:size=1b" -> "xls_r_1b", "configs/xlsr_53.py" -> "xlsr_53"."""
+    path, _, arg = _LEGACY_RECIPES.get(spec, spec).partition(":")
+    name = os.path.basename(path).split(".py")[0]
+    size = dict(item.partition("=")[::2] for item in arg.split(",") if "=" in item).get("size")
+    return f"{name}_{size}" if size else name
+
+
 def load_config(spec: str, overrides: list[str]):
     """`configs/x.py[:arg]` -> its `get_config(arg)`, with `key.path=value` overrides applied."""
-    path, _, arg = spec.partition(":")
+    path, _, arg = _LEGACY_RECIPES.get(spec, spec).partition(":")
     module_spec = importlib.util.spec_from_file_location("aot_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -388,7 +401,7 @@ def markdown_table(reports: list[dict[str, Any]]) -> str:
     ]
     for report in reports:
         for e in report["results"]:
-            params = os.path.basename(report["config"]).split(".py")[0]
+            params = recipe_name(report["config"])
             mesh = f"{e['mesh']['data']} x {e['mesh']['fsdp']}"
             head = (
                 f"| {params} | {report['topology']} | {report['chips']} | {mesh} | {e['batch_audio_seconds']:.0f} "
@@ -459,12 +472,8 @@ def main(argv=None) -> dict[str, Any]:
         print(markdown_table([json.load(open(path, encoding="utf-8")) for path in sys.argv[2:]]))
         return {}
     args = parse_args(argv)
-    from xlsr_jax import trainer
+    from xlsr_jax import tasks
 
-    try:
-        import xlsr_jax.tasks  # noqa: F401 - fine-tuning tasks register themselves on import
-    except ImportError:
-        pass
     config = load_config(args.config, args.overrides)
     chip, devices = tpu_topology(args.topology)
     crop_seconds = args.crop_seconds or config.data.max_sample_size / SAMPLE_RATE
@@ -489,11 +498,11 @@ def main(argv=None) -> dict[str, Any]:
         "skipped": [],
     }
     for task_name in [config.task]:
-        if task_name not in trainer.TASKS:
+        if task_name not in tasks.TASKS:
             report["skipped"].append(
                 {
                     "task": task_name,
-                    "reason": f"no trainer task {task_name!r} is registered (have {sorted(trainer.TASKS)})",
+                    "reason": f"no task {task_name!r} in xlsr_jax.tasks.TASKS (have {sorted(tasks.TASKS)})",
                 }
             )
             continue

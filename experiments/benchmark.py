@@ -39,7 +39,10 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a clone
+
+from xlsr_jax.constants import SAMPLE_RATE  # noqa: E402
+
 CPU_PEAK_FLOPS = 300e9  # a 2048^3 f32 matmul on the 2-core development box when the issue was written
 CONFIG_NAMES = ("tiny", "small", "base", "large", "xls_r_1b", "xls_r_2b")
 

@@ -26,7 +26,7 @@ import soundfile as sf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import data_pipelines
-from data_pipelines import tfrecord
+from data_pipelines import tfrecord_writer
 
 
 def bench_decode(tmp: str, seconds: float = 10.0, repeats: int = 5) -> dict:
@@ -170,7 +170,7 @@ def main() -> None:
 
         shards = os.path.join(tmp, "tfr")
         t = time.perf_counter()
-        tfrecord.write_tfrecords(cfg.sources, shards, "train", num_shards=4)
+        tfrecord_writer.write_tfrecords(cfg.sources, shards, "train", num_shards=4)
         result["large_corpus"]["tfrecord_write_sec"] = round(time.perf_counter() - t, 1)
         cfg.sources = [{"type": "tfrecord", "path": shards}]
         result["large_corpus"]["tfrecord_pcm16"] = bench_pipeline(cfg, args.batches // 2)

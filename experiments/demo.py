@@ -74,15 +74,15 @@ def _pretrained_checkpoint(workdir: str) -> str:
 def _finetune(config, workdir: str, split: str):
     """Trains `config` in `workdir`; returns (eval metrics of the final parameters on the whole
     `split`, training seconds, the task, the eval records)."""
-    from xlsr_jax import pretrained, trainer
-    from xlsr_jax.tasks import common
+    from xlsr_jax import pretrained, tasks, trainer
+    from xlsr_jax.tasks import finetune
 
     start = time.perf_counter()
     trainer.train_and_evaluate(config, workdir)
     seconds = time.perf_counter() - start
-    task = trainer.create_task(config)
+    task = tasks.create_task(config)
     params = pretrained.load_pretrained(os.path.join(workdir, "checkpoints")).params
-    records = common.collect_eval_records(task, params, config.data, split)
+    records = finetune.collect_eval_records(task, params, config.data, split)
     return task.eval_report(records, config.train.total_steps, None), seconds, task, records
 
 

@@ -91,9 +91,9 @@ def our_param_shapes(config, arch):
     import jax
     import jax.numpy as jnp
 
-    from xlsr_jax import pretrained
+    from xlsr_jax import models
 
-    model = pretrained.model_class(arch)(config)
+    model = models.model_class(arch)(config)
     shapes = jax.eval_shape(
         lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 800)), None, deterministic=True)
     )

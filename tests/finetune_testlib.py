@@ -1,4 +1,4 @@
-"""Shared fine-tuning runs for tests/test_finetune.py and tests/test_transcribe.py.
+"""Shared fine-tuning runs for tests/tasks/test_finetune.py and tests/test_transcribe.py.
 
 Each run trains once per test session: its results are kept under pytest's session base temp
 directory, and a module that asks again loads them from there instead of training again.
@@ -59,9 +59,9 @@ def initial_params(task, config):
 
 
 def _cer(task, params, config) -> dict[str, float]:
-    from xlsr_jax.tasks import common, ctc
+    from xlsr_jax.tasks import ctc, finetune
 
-    records = common.collect_eval_records(task, params, config.data, "test")
+    records = finetune.collect_eval_records(task, params, config.data, "test")
     report = ctc.ctc_report(records, task.vocabulary, task.languages)
     return {k: v.cer for k, v in report["counts"].items()}
 
@@ -88,7 +88,7 @@ def _run_ctc(workdir: str) -> dict:
     import jax.numpy as jnp
 
     from tests.trainer_testlib import read_metrics
-    from xlsr_jax import pretrained, trainer
+    from xlsr_jax import pretrained, tasks, trainer
     from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForPreTraining
 
     config = ctc_config()
@@ -101,7 +101,7 @@ def _run_ctc(workdir: str) -> dict:
     )
     trainer.train_and_evaluate(config, workdir)
 
-    task = trainer.create_task(config)
+    task = tasks.create_task(config)
     start = initial_params(task, config)
     start["wav2vec2"] = jax.device_get(pre["wav2vec2"])  # what restore_init_params loads
     final = _params(workdir, CTC_STEPS)
@@ -116,8 +116,8 @@ def _run_ctc(workdir: str) -> dict:
 def _run_lid(workdir: str, init_checkpoint: str) -> dict:
     from configs.finetune import demo_lid
     from tests.trainer_testlib import read_metrics
-    from xlsr_jax import trainer
-    from xlsr_jax.tasks import common, lid
+    from xlsr_jax import tasks, trainer
+    from xlsr_jax.tasks import finetune, lid
 
     config = demo_lid.get_config(f"langs={'+'.join(LID_LANGUAGES)},steps={LID_STEPS},batch=8,lr=3e-3")
     config.data.bucket_boundaries = [32000]
@@ -132,8 +132,8 @@ def _run_lid(workdir: str, init_checkpoint: str) -> dict:
     # also the path of fine-tuning from an already fine-tuned checkpoint (its CTC head is dropped).
     config.init.checkpoint = init_checkpoint
     trainer.train_and_evaluate(config, workdir)
-    task = trainer.create_task(config)
-    records = common.collect_eval_records(task, _params(workdir, LID_STEPS), config.data, "test")
+    task = tasks.create_task(config)
+    records = finetune.collect_eval_records(task, _params(workdir, LID_STEPS), config.data, "test")
     return {
         "report": lid.lid_report(records, task.languages),
         "metrics": {str(k): v for k, v in read_metrics(workdir).items()},
@@ -146,11 +146,11 @@ def ctc_run(tmp_path_factory):
     base = str(tmp_path_factory.getbasetemp())
     summary = _load_or_run(base, "ctc_run", _run_ctc)
     workdir = os.path.join(base, "ctc_run")
-    from xlsr_jax import pretrained, trainer
+    from xlsr_jax import pretrained, tasks
 
     pre = pretrained.load_pretrained(os.path.join(workdir, "pretrained")).params
     config = ctc_config()
-    fresh_head = initial_params(trainer.create_task(config), config)["lm_head"]
+    fresh_head = initial_params(tasks.create_task(config), config)["lm_head"]
     return {
         **summary,
         "metrics": {int(k): v for k, v in summary["metrics"].items()},
@@ -192,7 +192,7 @@ def write_formats(src: str, out_dir: str) -> dict[str, str]:
 
     from data_pipelines import load_audio
 
-    wave = load_audio(src, target_sr=16000)
+    wave = load_audio(src, sampling_rate=16000)
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "wav": os.path.join(out_dir, "clip.wav"),

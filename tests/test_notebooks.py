@@ -19,9 +19,12 @@ import os
 import sys
 
 import nbformat
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # each notebook executed in a kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO, "experiments", "notebooks")

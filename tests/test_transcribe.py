@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import data_pipelines
 from tests.finetune_testlib import ctc_run, lid_run, write_formats  # noqa: F401 - pytest fixtures
 from tests.trainer_testlib import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # the CLIs on the fine-tuning runs of finetune_testlib
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -2,8 +2,9 @@
 
   python -m xlsr_jax.extract --ckpt DIR [--layer N | --layer final] --out FEATS.npz AUDIO...
 
-DIR is an exported checkpoint (`xlsr_jax.pretrained`: from `python -m xlsr_jax.convert`, or
-written by a training run's export). Each file is decoded to 16 kHz mono, normalised per
+DIR is an exported checkpoint (`xlsr_jax.pretrained`: from `python -m xlsr_jax.convert`) or a
+training run (its --workdir, checkpoints/ folder, a step or params folder; a run gives its newest
+step, named on stderr). Each file is decoded to 16 kHz mono, normalised per
 utterance if the model expects it (model.json "audio.do_normalize"), and encoded on its own.
 
 Layers follow transformers 5: index 0 is the Transformer's input (features + positional
@@ -33,15 +34,17 @@ import argparse
 import functools
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xlsr_jax import pretrained
+from xlsr_jax import fileio, pretrained
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.models import Wav2Vec2Model
+
+CKPT_HELP = "exported checkpoint or training run (--workdir, checkpoints/, a step or params folder)"
 
 
 def _parse_layer(value: str | None, num_layers: int) -> int | str:
@@ -73,11 +76,11 @@ def _encoder_fn(config):
 class Extractor:
     """Runs the encoder of a loaded checkpoint on one utterance at a time (jitted per shape)."""
 
-    def __init__(self, loaded: pretrained.Pretrained, bucket_samples: int = 16000):
+    def __init__(self, loaded: pretrained.Pretrained, bucket_samples: int = SAMPLE_RATE):
         self.config = loaded.config
         self.params = loaded.params.get("wav2vec2", loaded.params)
         self.normalize = bool(loaded.audio.get("do_normalize", False))
-        self.sampling_rate = int(loaded.audio.get("sampling_rate", 16000))
+        self.sampling_rate = int(loaded.audio.get("sampling_rate", SAMPLE_RATE))
         self.bucket = bucket_samples if self.config.feat_extract_norm == "layer" else 0
         self._encode = _encoder_fn(self.config)
 
@@ -114,7 +117,7 @@ def extract(
 
     loaded = pretrained.load_pretrained(ckpt)
     which = _parse_layer(layer, loaded.config.num_hidden_layers)
-    extractor = Extractor(loaded, int(bucket_seconds * loaded.audio.get("sampling_rate", 16000)))
+    extractor = Extractor(loaded, int(bucket_seconds * loaded.audio.get("sampling_rate", SAMPLE_RATE)))
     # Normalisation is the Extractor's (it also serves callers with raw arrays).
     settings = {**loaded.audio, "do_normalize": False}
     arrays: dict[str, np.ndarray] = {}
@@ -136,16 +139,8 @@ def extract(
     arrays["layer"] = np.asarray(str(which))
     arrays["num_frames"] = np.asarray(frames, np.int32)
     out = os.path.abspath(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".npz", dir=os.path.dirname(out))
-    os.close(fd)
-    try:
+    with fileio.atomic_file(out, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return out, errors
 
 
@@ -154,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m xlsr_jax.extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ckpt", required=True, help="exported checkpoint directory (model.json + params/)")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help=CKPT_HELP,
+    )
     p.add_argument("--layer", default=None, help="hidden-state index 0..num_layers, 'final', or 'all' (default)")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument(
@@ -166,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("audio", nargs="+", help="audio files (wav/flac/ogg/mp3; any rate, mono or stereo)")
     args = p.parse_args(argv)
     from xlsr_jax import inputs
+
+    pretrained.setup_cli_logging()
 
     try:
         out, errors = extract(args.ckpt, args.audio, args.out, args.layer, args.bucket_seconds)

@@ -8,8 +8,11 @@ for gs://); local paths keep plain `os` behaviour, including atomic tmp-file-and
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 
 from etils import epath
 
@@ -80,7 +83,7 @@ def read_text(path: PathLike) -> str:
 def write_text(path: PathLike, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically, creating the parent directory.
 
-    Local: a temporary file next to it and `os.replace`, so readers never see half a file.
+    Local: through `atomic_file`, so readers never see half a file.
     Object stores: one object upload is already atomic (readers see the old or the new object).
     """
     path = os.fspath(path)
@@ -89,11 +92,65 @@ def write_text(path: PathLike, text: str) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike, suffix: str = "") -> Iterator[str]:
+    """Yields a temporary local file path next to `path`; moves it onto `path` when the block ends.
+
+    The one atomic file writer of the package: a reader sees the old file or the complete new one,
+    never half of one; on an exception the temporary file is removed and `path` is untouched.
+
+    Args:
+      path: the final local file (its parent directory is created).
+      suffix: ending of the temporary name (writers such as `np.savez` append ".npz" otherwise).
+    """
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", suffix=suffix, dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temporary local directory next to `path`; renames it to `path` when the block ends.
+
+    The one atomic directory writer (exported checkpoints, transformers folders): a reader never
+    sees a half-written directory; on an exception the temporary one is removed.
+
+    Args:
+      path: the final local directory.
+      overwrite: replace an existing `path` (the old one is moved aside, then deleted).
+    Raises:
+      FileExistsError: `path` exists and `overwrite` is False.
+    """
+    final = os.path.abspath(os.fspath(path))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".tmp-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(final):
+            old = final + ".old-" + os.path.basename(tmp)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class JsonlAppender:

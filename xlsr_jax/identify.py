@@ -3,14 +3,14 @@
     python -m xlsr_jax.identify --ckpt DIR [--top_k 3] [--batch_size 8] AUDIO...
 
 Prints one line per file, in the order given: `<path>\t<lang> <prob>\t<lang> <prob>...` with the
-`top_k` most probable languages. DIR is a language-ID training run (the class names are the
-run's `data.languages`) or an exported `Wav2Vec2ForSequenceClassification` checkpoint (class
-names from its `id2label`, else `LABEL_<i>`). Audio handling as `xlsr_jax.transcribe`.
+`top_k` most probable languages. DIR is a language-ID training run (its --workdir, checkpoints/
+folder, a step or params folder; the class names are the run's `data.languages`) or an exported
+`Wav2Vec2ForSequenceClassification` checkpoint (class names from its `id2label`, else
+`LABEL_<i>`). Audio handling as `xlsr_jax.transcribe`.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -19,10 +19,10 @@ import numpy as np
 from xlsr_jax import transcribe
 
 
-def class_names(ckpt: str, loaded) -> list[str]:
+def class_names(loaded) -> list[str]:
     """Language codes in class order (run config, else exported id2label, else LABEL_i)."""
     n = loaded.config.num_labels
-    run = transcribe.run_config(ckpt)
+    run = loaded.run_config
     if run is not None:
         languages = list((run.get("data") or {}).get("languages") or [])
         if len(languages) == n:
@@ -50,7 +50,7 @@ class Identifier:
                 f"{ckpt}: a {self.loaded.architecture} checkpoint, not a language-ID "
                 "classifier (use python -m xlsr_jax.transcribe for CTC models)"
             )
-        self.labels = class_names(ckpt, self.loaded)
+        self.labels = class_names(self.loaded)
         self.batch_size = batch_size
         self.exact_lengths = self.loaded.config.feat_extract_norm == "group"
         model = self.loaded.model()
@@ -77,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = transcribe.build_parser(__doc__)
     parser.add_argument("--top_k", type=int, default=3, help="languages printed per file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    identifier = Identifier(args.ckpt, batch_size=args.batch_size)
+    from xlsr_jax import pretrained
+
+    pretrained.setup_cli_logging()
+    try:
+        identifier = Identifier(args.ckpt, batch_size=args.batch_size)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     probs, errors = identifier(args.audio)
     for path, p in zip(args.audio, probs):
         if p is None:

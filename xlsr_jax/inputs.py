@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
+
 
 def receptive_field(config: Any) -> int:
     """Samples the conv feature encoder needs for one output frame: the smallest input length
@@ -41,8 +43,8 @@ def decode_input(path: str, audio_settings: Mapping[str, Any], config: Any | Non
     """
     import data_pipelines
 
-    rate = int(audio_settings.get("sampling_rate", data_pipelines.audio.TARGET_SAMPLE_RATE))
-    wave = data_pipelines.load_audio(path, target_sr=rate)
+    rate = int(audio_settings.get("sampling_rate", SAMPLE_RATE))
+    wave = data_pipelines.load_audio(path, sampling_rate=rate)
     if config is not None and wave.size < receptive_field(config):
         limit = receptive_field(config)
         raise ValueError(

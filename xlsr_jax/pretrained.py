@@ -1,48 +1,54 @@
 """Exported model checkpoints: an Orbax parameter tree plus the JSON that describes it.
 
-Layout of a checkpoint directory (the same shape as a training checkpoint's step directory, so
-`xlsr_jax.checkpointing.restore_params` reads it too):
+Layout of an exported directory (`xlsr_jax.checkpointing` owns the names; the same shape as a
+training checkpoint's step directory, so `checkpointing.restore_params` reads it too):
 
   DIR/params/      Orbax StandardCheckpointer tree of float32 parameters (our Flax names)
   DIR/model.json   {"format": "xlsr_jax.pretrained", "version": 1,
-                    "architecture": HF class name (Wav2Vec2ForPreTraining, Wav2Vec2ForCTC, ...),
+                    "architecture": HF class name (`xlsr_jax.models.ARCHITECTURES`),
                     "config": Wav2Vec2Config.to_dict(),
                     "hf_extras": HF fields we keep for the way back (token ids, label maps),
                     "vocab": {token: id} for CTC models (optional),
                     "audio": {"sampling_rate": 16000, "do_normalize": bool}}
 
-Everything needed to rebuild the model is in the directory. `load_pretrained` also accepts a
-training run's checkpoint (root, step or params directory), reading the model section of the run
-config stored beside the parameters. Writes go to a temporary sibling
-directory that is renamed into place at the end, so a reader never sees a half-written one.
+Everything needed to rebuild the model is in the directory. `load_pretrained` accepts anything
+`checkpointing.resolve` does: an export, or a training run (its workdir, checkpoints/ folder, a
+step or a params folder), reading the model section and the recorded architecture of the run
+config stored beside the parameters. Writes go through `fileio.atomic_dir`, so a reader never
+sees a half-written directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from xlsr_jax import fileio
-from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax import checkpointing, fileio
+from xlsr_jax.constants import SAMPLE_RATE
+from xlsr_jax.models.config import ARCHITECTURES, Wav2Vec2Config
+
+log = logging.getLogger(__name__)
 
 FORMAT = "xlsr_jax.pretrained"
 VERSION = 1
-MODEL_JSON = "model.json"
-PARAMS_DIR = "params"
-
-MODEL_CLASSES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
+MODEL_JSON = checkpointing.MODEL_JSON
+PARAMS_DIR = checkpointing.PARAMS
 
 
 @dataclasses.dataclass
 class Pretrained:
-    """A loaded checkpoint: config, architecture, parameters and metadata."""
+    """A loaded checkpoint: config, architecture, parameters and metadata.
+
+    Attributes:
+      source: what `checkpointing.resolve` found (which export, run step, ...), for messages.
+      run_config: the training run's stored config (None for an export).
+    """
 
     config: Wav2Vec2Config
     architecture: str
@@ -50,45 +56,27 @@ class Pretrained:
     hf_extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     vocab: dict[str, int] | None = None
     audio: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: checkpointing.Resolved | None = None
+    run_config: dict[str, Any] | None = None
 
     def model(self):
-        """The Flax module for this architecture (see `model_class`)."""
-        return model_class(self.architecture)(self.config)
+        """The Flax module for this architecture (`xlsr_jax.models.model_class`)."""
+        from xlsr_jax import models
+
+        return models.model_class(self.architecture)(self.config)
 
 
-def model_class(architecture: str):
-    """Our Flax module class for a HF architecture name."""
-    from xlsr_jax import models
-
-    if architecture not in MODEL_CLASSES:
-        raise ValueError(f"unknown architecture {architecture!r}; expected one of {MODEL_CLASSES}")
-    return getattr(models, architecture)
+def setup_cli_logging() -> None:
+    """Logging of the command-line tools: warnings, plus the line saying which checkpoint
+    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on stderr."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
 
 
 def default_audio_settings(config: Wav2Vec2Config) -> dict[str, Any]:
     """Input conventions of the published models: per-utterance normalisation goes with the
     layer-norm extractor (fairseq `normalize=True` for XLSR-53 / XLS-R), raw audio with group norm."""
-    return {"sampling_rate": 16000, "do_normalize": config.feat_extract_norm == "layer"}
-
-
-def _atomic_dir(final: str, overwrite: bool):
-    final = os.path.abspath(os.fspath(final))
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    return final, tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".tmp-", dir=parent)
-
-
-def commit_dir(tmp: str, final: str) -> None:
-    """Moves a finished temporary directory into place (replacing an old one)."""
-    if os.path.exists(final):
-        old = final + ".old-" + os.path.basename(tmp)
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+    return {"sampling_rate": SAMPLE_RATE, "do_normalize": config.feat_extract_norm == "layer"}
 
 
 def save_pretrained(
@@ -108,18 +96,19 @@ def save_pretrained(
       directory: output directory (must not exist unless `overwrite`).
       params: our parameter tree (numpy or jax arrays; stored as float32).
       config: the model config.
-      architecture: one of `MODEL_CLASSES`.
+      architecture: one of `xlsr_jax.models.ARCHITECTURES`.
       hf_extras, vocab, audio: metadata carried for conversion back to HF.
     Returns:
       The absolute path written.
+    Raises:
+      ValueError: unknown architecture. FileExistsError: `directory` exists without `overwrite`.
     """
     import jax
     import orbax.checkpoint as ocp
 
-    if architecture not in MODEL_CLASSES:
-        raise ValueError(f"unknown architecture {architecture!r}; expected one of {MODEL_CLASSES}")
-    final, tmp = _atomic_dir(directory, overwrite)
-    try:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+    with fileio.atomic_dir(directory, overwrite=overwrite) as tmp:
         tree = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), params)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, PARAMS_DIR), tree)
@@ -135,15 +124,15 @@ def save_pretrained(
         }
         with open(os.path.join(tmp, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
-        commit_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return os.path.abspath(os.fspath(directory))
 
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
-    """Reads and validates DIR/model.json."""
+    """Reads and validates DIR/model.json of an exported checkpoint.
+
+    Raises:
+      FileNotFoundError: no model.json there. ValueError: another format or version.
+    """
     path = fileio.join(directory, MODEL_JSON)
     if not fileio.isfile(path):
         raise FileNotFoundError(
@@ -163,40 +152,47 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 def load_pretrained(
     directory: str | os.PathLike, *, config_overrides: Mapping[str, Any] | None = None, abstract_params: Any = None
 ) -> Pretrained:
-    """Loads an exported checkpoint.
+    """Loads an exported checkpoint or a training run's parameters.
 
     Args:
-      directory: written by `save_pretrained` (or the converters).
+      directory: anything `checkpointing.resolve` accepts (an export, a training workdir, its
+        checkpoints/ folder, a step or params folder; a run gives its newest step).
       config_overrides: execution fields to change on load (e.g. {"scan_layers": True,
         "dtype": "bfloat16"}); `scan_layers` changes restack the Transformer layers.
       abstract_params: optional pytree of jax.ShapeDtypeStruct with target shardings; without
         it the parameters come back as host numpy arrays.
     Returns:
-      `Pretrained`.
+      `Pretrained` (its `source` says which checkpoint was read; also logged at INFO).
+    Raises:
+      checkpointing.CheckpointNotFoundError: `directory` is none of those layouts (one line).
+      ValueError: a training checkpoint without a usable run config.
     """
     import orbax.checkpoint as ocp
 
-    if fileio.isfile(fileio.join(directory, MODEL_JSON)):
-        meta = read_metadata(directory)
-        params_dir = fileio.abspath(fileio.join(directory, PARAMS_DIR))
+    from xlsr_jax.models.transformer import restack_layers
+
+    found = checkpointing.resolve(directory)
+    run_config = None
+    if found.kind == "export":
+        meta = read_metadata(found.export_dir)
     else:
-        meta, params_dir = _training_checkpoint_metadata(directory)
+        meta, run_config = _training_checkpoint_metadata(found)
     config = Wav2Vec2Config.from_dict(meta["config"])
     with ocp.StandardCheckpointer() as ckptr:
         if abstract_params is None:
-            meta_tree = ckptr.metadata(params_dir)
+            meta_tree = ckptr.metadata(found.params_dir)
             tree = getattr(meta_tree, "item_metadata", meta_tree)
             tree = getattr(tree, "tree", tree)
-            target = _numpy_target(tree)
-            params = ckptr.restore(params_dir, target)
+            params = ckptr.restore(found.params_dir, _numpy_target(tree))
         else:
-            params = ckptr.restore(params_dir, abstract_params)
-    params = _strip_boxes(params)
+            params = ckptr.restore(found.params_dir, abstract_params)
+    params = checkpointing.strip_boxes(params)
     if config_overrides:
         new = dataclasses.replace(config, **dict(config_overrides))
         if new.scan_layers != config.scan_layers:
             params = restack_layers(params, config, new.scan_layers)
         config = new
+    log.info("loaded %s (%s)", found.describe(), meta["architecture"])
     return Pretrained(
         config,
         meta["architecture"],
@@ -204,51 +200,28 @@ def load_pretrained(
         meta.get("hf_extras") or {},
         meta.get("vocab"),
         meta.get("audio") or default_audio_settings(config),
+        found,
+        run_config,
     )
 
 
-# Trainer task names (config.task) -> the model class they train.
-TASK_ARCHITECTURES = {
-    "pretrain": "Wav2Vec2ForPreTraining",
-    "ctc": "Wav2Vec2ForCTC",
-    "lid": "Wav2Vec2ForSequenceClassification",
-}
+def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model.json-equivalent metadata, run config) of a training checkpoint.
 
-
-def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
-    """model.json-equivalent metadata of a training run's checkpoint (root, step dir or params dir).
-
-    The run config stored with each step (`xlsr_jax.checkpointing`) has the model section and
-    the task; the architecture follows from the task, else from the parameter tree's heads.
+    The run config stored with each step has the model section and the trained architecture
+    (`checkpointing.run_architecture`; runs that predate the record: from their task).
     """
-    from xlsr_jax import checkpointing
-
-    try:
-        params_dir = fileio.abspath(checkpointing._resolve_step_dir(os.fspath(directory)))
-    except FileNotFoundError:
-        read_metadata(directory)  # raises the exported-checkpoint error, naming both layouts
-        raise
-    config_file = os.path.join(os.path.dirname(params_dir), checkpointing.CONFIG, "metadata")
-    if not fileio.isfile(config_file):
-        raise FileNotFoundError(f"{params_dir}: training checkpoint without its config item ({config_file})")
-    run = json.loads(fileio.read_text(config_file))
+    if found.config_item is None or not fileio.isfile(found.config_item):
+        raise checkpointing.CheckpointNotFoundError(
+            f"{found.path}: parameters without a model description (no {MODEL_JSON}, no run config "
+            f"beside them); expected {checkpointing.EXPECTED}"
+        )
+    run = json.loads(fileio.read_text(found.config_item))
     if not isinstance(run.get("model"), Mapping):
-        raise ValueError(f"{config_file}: run config has no `model` section")  # noqa: TRY004
-    arch = TASK_ARCHITECTURES.get(run.get("task", ""))
-    if arch is None:
-        import orbax.checkpoint as ocp
-
-        with ocp.StandardCheckpointer() as ckptr:
-            meta_tree = ckptr.metadata(params_dir)
-        tree = getattr(getattr(meta_tree, "item_metadata", meta_tree), "tree", meta_tree)
-        heads = {
-            "quantizer": "Wav2Vec2ForPreTraining",
-            "lm_head": "Wav2Vec2ForCTC",
-            "classifier": "Wav2Vec2ForSequenceClassification",
-        }
-        arch = next((a for k, a in heads.items() if k in tree), "Wav2Vec2Model")
+        raise ValueError(f"{found.config_item}: run config has no `model` section")  # noqa: TRY004
     names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}
+    arch = checkpointing.run_architecture(run, found.config_item)
     hf_extras = {}
     languages = list(data.get("languages") or [])
     if arch == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
@@ -260,18 +233,9 @@ def _training_checkpoint_metadata(directory) -> tuple[dict[str, Any], str]:
         "config": {k: v for k, v in run["model"].items() if k in names},
         "hf_extras": hf_extras,
         "vocab": None,
-        "audio": {"sampling_rate": 16000, "do_normalize": bool(data.get("normalize", True))},
+        "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
-    return meta, params_dir
-
-
-def _strip_boxes(tree: Any) -> Any:
-    """Collapses {"value": leaf} nodes (flax Partitioned boxes saved as pytrees) to the leaf."""
-    if isinstance(tree, Mapping):
-        if set(tree) == {"value"} and not isinstance(tree["value"], Mapping):
-            return tree["value"]
-        return {k: _strip_boxes(v) for k, v in tree.items()}
-    return tree
+    return meta, run
 
 
 def _numpy_target(tree: Any) -> Any:
@@ -279,38 +243,3 @@ def _numpy_target(tree: Any) -> Any:
     if isinstance(tree, Mapping):
         return {k: _numpy_target(v) for k, v in tree.items()}
     return np.zeros(tuple(tree.shape), np.dtype(tree.dtype))
-
-
-def restack_layers(params: Any, config: Wav2Vec2Config, scan_layers: bool) -> Any:
-    """Converts the Transformer layers between `layers_{i}` subtrees and one stacked `layers`."""
-
-    def fix(enc: dict) -> dict:
-        enc = dict(enc)
-        n = config.num_hidden_layers
-        if scan_layers and "layers_0" in enc:
-            layers = [enc.pop(f"layers_{i}") for i in range(n)]
-            enc["layers"] = _tree_stack(layers)
-        elif not scan_layers and "layers" in enc:
-            stacked = enc.pop("layers")
-            for i in range(n):
-                enc[f"layers_{i}"] = _tree_index(stacked, i)
-        return enc
-
-    def walk(tree):
-        if not isinstance(tree, Mapping):
-            return tree
-        return {k: (fix(walk(v)) if k == "encoder" else walk(v)) for k, v in tree.items()}
-
-    return walk(params)
-
-
-def _tree_stack(trees: list) -> Any:
-    if isinstance(trees[0], Mapping):
-        return {k: _tree_stack([t[k] for t in trees]) for k in trees[0]}
-    return np.stack([np.asarray(t) for t in trees], axis=0)
-
-
-def _tree_index(tree: Any, i: int) -> Any:
-    if isinstance(tree, Mapping):
-        return {k: _tree_index(v, i) for k, v in tree.items()}
-    return np.asarray(tree)[i]

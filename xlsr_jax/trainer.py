@@ -4,9 +4,10 @@ Read top to bottom in sections, as big_vision's train.py: mesh; task (what is tr
 optimizer, sharded state and the jitted update step (`build_training`, shared with the AOT
 compiler); input; state init (or resume); checkpoints, eval, loop.
 
-The trainer knows nothing about wav2vec 2.0 itself: it talks to a *task* object with a narrow
-interface (`Task` below). Pretraining is `PretrainTask`; fine-tuning tasks (CTC, language ID)
-register themselves with `register_task` and reuse everything else here.
+The trainer sits above `xlsr_jax.tasks` and knows nothing about wav2vec 2.0 itself: it calls
+the hooks of the `tasks.Task` named by `config.task` (`tasks.TASKS`), and records the task's
+architecture in every checkpoint. How a run starts (resume, init from a checkpoint, fresh) is
+`checkpointing.restore_or_init`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -29,8 +29,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from xlsr_jax import checkpointing, fileio, schedules, sharding
+from xlsr_jax import checkpointing, fileio, sharding, tasks
 from xlsr_jax import metrics as metrics_lib
+from xlsr_jax.constants import SAMPLE_RATE
+from xlsr_jax.tasks import Task
 
 log = logging.getLogger("xlsr_jax.train")
 
@@ -86,177 +88,6 @@ class TrainState:
     def from_parts(cls, params: PyTree, rest: Mapping[str, PyTree]) -> TrainState:
         """Inverse of (`params`, `rest()`)."""
         return cls(params=params, **rest)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tasks: the trainer's only view of the model.
-# ---------------------------------------------------------------------------------------------
-
-
-class Task(Protocol):
-    """What a trainable task provides. All array methods run inside jit.
-
-    Attributes:
-      data_task: the `task=` name passed to `data_pipelines.build_input` ("pretrain", "ctc", ...).
-
-    Optional methods (fine-tuning tasks, `xlsr_jax.tasks`): `create_optimizer(optim_cfg)` replaces
-    `create_optimizer` below (frozen parameters); `restore_init_params(path, abstract, fresh)`
-    replaces the params-only init (new heads keep `fresh`); `eval_outputs(params, batch)` (jitted)
-    and `eval_report(records, step, workdir)` add host-side eval metrics (WER/CER, accuracy).
-    """
-
-    data_task: str
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        """A small host batch with the structure of a real one (used to build parameters)."""
-
-    def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
-        """Parameters, still boxed with their logical axis names (nn.LogicallyPartitioned)."""
-
-    def loss(
-        self, params: PyTree, batch: Batch, rng: jax.Array, num_updates: jax.Array
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Training-mode loss (float32 scalar) and float32 scalar metrics (un-prefixed names)."""
-
-    def eval_metrics(self, params: PyTree, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
-        """Evaluation-mode float32 scalar metrics for one batch (averaged over batches)."""
-
-    def check_metrics(self, metrics: Mapping[str, float]) -> list[str]:
-        """Warnings about host-side logged metrics (e.g. codebook collapse)."""
-
-
-def _drop_invalid_rows(out, batch: Batch):
-    """Takes filler rows (batch["valid"] False: end of an eval pass, stand-ins for undecodable
-    files) out of the contrastive loss by unmasking all their frames."""
-    if "valid" not in batch:
-        return out
-    return out._replace(mask_time_indices=out.mask_time_indices & batch["valid"][:, None])  # [B, T]
-
-
-class PretrainTask:
-    """wav2vec 2.0 / XLSR self-supervised pretraining: contrastive + diversity (+ feature penalty)."""
-
-    data_task = "pretrain"
-
-    def __init__(self, config: ml_collections.ConfigDict):
-        """Builds the model from `config.model` and the temperature schedule from `config.train`."""
-        from xlsr_jax.models import (  # heavy: import lazily
-            Wav2Vec2Config,
-            Wav2Vec2ForPreTraining,
-        )
-
-        self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
-        self.model = Wav2Vec2ForPreTraining(self.model_config)
-        self.temperature = schedules.gumbel_temperature(
-            config.train.gumbel_max_temperature,
-            config.train.gumbel_min_temperature,
-            config.train.gumbel_temperature_decay,
-        )
-        self.collapse_fraction = config.train.codebook_collapse_fraction
-        self.init_samples = config.train.init_num_samples
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        """One second-ish of silence; parameter shapes do not depend on the length."""
-        return {
-            "audio": np.zeros((1, self.init_samples), np.float32),  # [batch, samples]
-            "padding_mask": np.zeros((1, self.init_samples), bool),
-        }
-
-    def _rngs(self, rng: jax.Array) -> dict[str, jax.Array]:
-        return {name: jax.random.fold_in(rng, i) for i, name in enumerate(("dropout", "gumbel", "mask"))}
-
-    def init_params(self, rng: jax.Array, batch: Batch) -> PyTree:
-        """Boxed parameters of Wav2Vec2ForPreTraining."""
-        rngs = {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))}
-        variables = self.model.init(
-            rngs, jnp.asarray(batch["audio"]), jnp.asarray(batch["padding_mask"]), deterministic=True
-        )
-        return variables["params"]
-
-    def loss(self, params, batch, rng, num_updates):
-        """The pretraining loss with dropout, Gumbel noise and fresh masks; temperature annealed."""
-        from xlsr_jax import losses
-
-        temperature = self.temperature(num_updates)
-        out = self.model.apply(
-            {"params": params},
-            batch["audio"],
-            batch["padding_mask"],  # [B, S]
-            gumbel_temperature=temperature,
-            deterministic=False,
-            rngs=self._rngs(rng),
-        )
-        loss, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
-        metrics["gumbel_temperature"] = temperature
-        return loss, metrics
-
-    def eval_metrics(self, params, batch, rng):
-        """Deterministic loss on held-out audio (masks and distractors drawn from a fixed key)."""
-        from xlsr_jax import losses
-
-        out = self.model.apply(
-            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=True, rngs=self._rngs(rng)
-        )
-        _, metrics = losses.pretraining_loss(_drop_invalid_rows(out, batch), self.model_config)
-        return metrics
-
-    def check_metrics(self, metrics):
-        """Warns when the codebook collapses: code perplexity below a fraction of G x V."""
-        num_codes = self.model_config.num_codevectors
-        perplexity = metrics.get("train/code_perplexity")
-        if perplexity is not None and perplexity < self.collapse_fraction * num_codes:
-            return [
-                (
-                    f"codebook collapse: code perplexity {perplexity:.1f} is below "
-                    f"{self.collapse_fraction:.0%} of the {num_codes} codevectors (G x V); the "
-                    "quantizer uses few entries. Usual remedies: raise diversity_loss_weight, keep "
-                    "the Gumbel temperature higher for longer, lower the learning rate."
-                )
-            ]
-        return []
-
-
-TASKS: dict[str, Callable[[ml_collections.ConfigDict], Task]] = {"pretrain": PretrainTask}
-
-
-def register_task(name: str, factory: Callable[[ml_collections.ConfigDict], Task]) -> None:
-    """Makes `config.task = name` train `factory(config)` (fine-tuning tasks plug in here)."""
-    TASKS[name] = factory
-
-
-def create_task(config: ml_collections.ConfigDict) -> Task:
-    """The task named by `config.task`."""
-    if config.task not in TASKS:
-        import xlsr_jax.tasks  # noqa: F401 - registers the fine-tuning tasks ("ctc", "lid")
-    if config.task not in TASKS:
-        raise ValueError(f"unknown task {config.task!r}; registered: {sorted(TASKS)}")
-    return TASKS[config.task](config)
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizer.
-# ---------------------------------------------------------------------------------------------
-
-
-def create_optimizer(optim_cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with global-norm clipping and the configured schedule (fairseq's wav2vec recipes).
-
-    fairseq's `adam` applies decoupled weight decay to every parameter, which is optax.adamw
-    with no mask. Clipping happens on the raw gradient, before Adam, as fairseq's clip_norm.
-
-    Returns:
-      (transformation, learning-rate schedule as a function of the update count).
-    """
-    if optim_cfg.name != "adamw":
-        raise ValueError(f"unknown optimizer {optim_cfg.name!r} (only 'adamw' is implemented)")
-    lr = schedules.create_learning_rate_schedule(optim_cfg)
-    parts = []
-    if optim_cfg.clip_grad_norm > 0:
-        parts.append(optax.clip_by_global_norm(optim_cfg.clip_grad_norm))
-    parts.append(
-        optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay)
-    )
-    return optax.chain(*parts), lr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,10 +247,18 @@ def _default_input_builder(data_cfg, *, split, task, process_index, process_coun
     )
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _write_config(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, Any]:
+    """The resolved config as JSON, written to `<workdir>/config.json`; the same dict goes into
+    every checkpoint. It records what the task trains: `architecture` (the model class) and the
+    model fields the task resolved (e.g. the CTC vocabulary size)."""
     resolved = json.loads(config.to_json_best_effort())
+    resolved["architecture"] = task.architecture
+    if task.model_config is not None:
+        resolved["model"] = {**resolved.get("model", {}), **json.loads(task.model_config.to_json())}
     if jax.process_index() == 0:
-        fileio.write_text(fileio.join(workdir, "config.json"), json.dumps(resolved, indent=2, sort_keys=True))
+        fileio.write_text(
+            fileio.join(workdir, checkpointing.RUN_CONFIG), json.dumps(resolved, indent=2, sort_keys=True)
+        )
     return resolved
 
 
@@ -460,9 +299,8 @@ class Training:
 
 def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Training:
     """The task, optimizer, sharded state (from logical annotations) and update step for `config`."""
-    task = create_task(config)
-    # Fine-tuning tasks build their own optimizer (parameter freezing, per-group schedules).
-    tx, lr_schedule = getattr(task, "create_optimizer", create_optimizer)(config.optim)
+    task = tasks.create_task(config)
+    tx, lr_schedule = task.create_optimizer(config.optim)  # fine-tuning: with parameter freezing
     rules = sharding.logical_axis_rules_with(config.sharding.get("logical_axis_rules"))
     example = task.example_batch()
 
@@ -524,7 +362,6 @@ def train_and_evaluate(
       NonFiniteTrainingError: `train.max_consecutive_bad_steps` non-finite steps in a row.
     """
     input_builder = input_builder or _default_input_builder
-    resolved_config = _write_config(config, workdir)
     total_steps = config.train.total_steps
 
     # --- Mesh; then task, optimizer, sharded state and the jitted step (`build_training`).
@@ -534,6 +371,7 @@ def train_and_evaluate(
     training = build_training(config, mesh)
     task, tracing = training.task, training.tracing
     state_sharding, abstract_state = training.state_sharding, training.abstract_state
+    resolved_config = _write_config(config, workdir, task)
 
     # --- Input.
     train_iter = input_builder(
@@ -544,134 +382,61 @@ def train_and_evaluate(
         process_count=jax.process_count(),
     )
 
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    # --- State: resume, else initialise from config.init.checkpoint, else fresh.
     manager = checkpointing.CheckpointManager(
-        ckpt_dir, save_every_steps=config.ckpt.every_steps, keep=config.ckpt.keep, async_save=config.ckpt.async_save
+        fileio.join(workdir, checkpointing.CHECKPOINTS),
+        save_every_steps=config.ckpt.every_steps,
+        keep=config.ckpt.keep,
+        async_save=config.ckpt.async_save,
     )
-    latest = manager.latest_step()
-    if latest is not None:
-        params, rest, saved_config, data_state = manager.restore(latest, abstract_state.params, abstract_state.rest())
-        state = TrainState.from_parts(params, rest)
-        if saved_config.get("model") != resolved_config.get("model"):
-            log.warning("the model config differs from the one in checkpoint %d", latest)
-        if data_state is not None:
-            train_iter.set_state(data_state)
-        log.info("resumed from checkpoint step %d", latest)
-    else:
+
+    def fresh():
         with tracing():
             state = training.init_state(jax.random.PRNGKey(config.train.seed))
-        if config.init.checkpoint:
-            restore_init = getattr(task, "restore_init_params", None)  # new heads keep their init
-            if restore_init is not None:
-                params = restore_init(config.init.checkpoint, abstract_state.params, state.params)
-            else:
-                params = checkpointing.restore_params(config.init.checkpoint, abstract_state.params, partial=True)
-            state = state.replace(params=params)
-            log.info("initialised parameters from %s", config.init.checkpoint)
+        return state.params, state.rest()
+
+    start = checkpointing.restore_or_init(
+        manager,
+        abstract_state.params,
+        abstract_state.rest(),
+        init=fresh,
+        init_checkpoint=config.init.checkpoint,
+        load_init_params=task.restore_init_params,
+    )
+    state = TrainState.from_parts(start.params, start.rest)
+    if start.origin == "resumed":
+        if start.saved_config.get("model") != resolved_config.get("model"):
+            log.warning("the model config differs from the one in checkpoint %d", start.step)
+        if start.data_state is not None:
+            train_iter.set_state(start.data_state)
 
     # --- Compiled steps (one executable per distinct batch shape: buckets, not batches).
-    train_step = training.train_step
     eval_step = jax.jit(make_eval_step(task), in_shardings=(state_sharding.params, None, repl), out_shardings=repl)
-    compiled: dict[Any, tuple[Any, float]] = {}
-
-    def compiled_train_step(batch_host: Batch):
-        key = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch_host.items()))
-        if key not in compiled:
-            with tracing():
-                exe = train_step.lower(abstract_state, _abstract_batch(batch_host, mesh)).compile()
-            compiled[key] = (exe, _flops_per_step(exe))
-            log.info(
-                "compiled train step for batch %s (%.3g FLOPs/device/step)",
-                {k: v.shape for k, v in batch_host.items()},
-                compiled[key][1],
-            )
-        return compiled[key]
-
-    # Optional host-side evaluation (decoding, WER/CER): the task's jitted `eval_outputs` per
-    # batch, then `eval_report` over all of them.
+    # Host-side evaluation (decoding, WER/CER): the task's jitted `eval_outputs` per batch, then
+    # `eval_report` over all of them.
     eval_outputs = None
-    if hasattr(task, "eval_outputs"):
+    if task.host_eval:
         eval_outputs = jax.jit(task.eval_outputs, in_shardings=(state_sharding.params, None), out_shardings=repl)
-
-    def run_eval(params, step: int) -> dict[str, float]:
-        eval_iter = input_builder(
-            config.data,
-            split=config.eval.split,
-            task=task.data_task,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
-        sums: dict[str, float] = {}
-        count = 0
-        records = []
-        for i in range(config.eval.num_batches):
-            try:
-                batch = next(eval_iter)
-            except StopIteration:
-                break
-            with tracing():
-                out = eval_step(params, sharding.shard_batch(batch, mesh), jax.random.PRNGKey(i))
-            for k, v in jax.device_get(out).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
-            if eval_outputs is not None:
-                with tracing():
-                    outputs = eval_outputs(params, sharding.shard_batch(batch, mesh))
-                records.append((_global_host_batch(batch), jax.device_get(outputs)))
-        if hasattr(eval_iter, "close"):
-            eval_iter.close()
-        result = {k: v / count for k, v in sums.items()} if count else {}
-        if eval_outputs is not None and records:
-            report = task.eval_report(records, step, workdir if jax.process_index() == 0 else None)
-            result.update({f"eval/{k}": float(v) for k, v in report.items()})
-        return result
+    step_cache = _StepCache(training)
 
     # --- Loop.
     step = int(jax.device_get(state.step))
     writer = metrics_lib.MetricWriter(
-        os.path.join(workdir, "tensorboard"),
+        fileio.join(workdir, "tensorboard"),
         total_steps=total_steps,
         initial_step=step,
         progress_bar=config.train.progress_bar,
-        jsonl_path=os.path.join(workdir, "metrics.jsonl"),
+        jsonl_path=fileio.join(workdir, "metrics.jsonl"),
     )
-    peak_flops = metrics_lib.peak_flops_per_device(config.train.peak_flops_per_device)
+    throughput = _Throughput(SAMPLE_RATE, metrics_lib.peak_flops_per_device(config.train.peak_flops_per_device))
     watcher = _PreemptionWatcher(manager)
     max_bad = config.train.max_consecutive_bad_steps
-    sample_rate = config.train.sample_rate
-    last_metrics = None
-    window_start, window_samples, window_flops, window_steps = time.perf_counter(), 0, 0.0, 0
-
-    def check_bad_streak():
-        streak = int(jax.device_get(state.bad_streak))
-        if max_bad and streak >= max_bad:
-            manager.wait()
-            last_good = manager.latest_step()
-            writer.close()
-            watcher.close()
-            manager.close()
-            raise NonFiniteTrainingError(
-                f"{streak} consecutive steps (up to step {step}) had a non-finite loss or gradient; "
-                f"their updates were skipped and training stops. The last checkpoint "
-                f"(step {last_good}) holds the last good parameters. Look for NaN/inf or silent "
-                "audio in the data, lower optim.lr, or use float32."
-            )
-
     saved_steps = set(manager.all_steps())
 
-    def save(force: bool) -> bool:
-        if step in saved_steps or (not force and not manager.should_save(step)):
-            return False
-        check_bad_streak()  # never write a checkpoint from a run that is failing
-        saved = manager.save(
-            step, state.params, state.rest(), config=resolved_config, data_state=train_iter.get_state(), force=force
-        )
-        if saved:
-            saved_steps.add(step)
-        return saved
+    def save(force: bool) -> None:
+        _save(manager, state, step, train_iter, resolved_config, saved_steps, max_bad=max_bad, force=force)
 
     preempted = False
-    num_compiled = 0
     try:
         while step < total_steps:
             if watcher.reached(step):
@@ -680,37 +445,41 @@ def train_and_evaluate(
                 preempted = True
                 break
             batch = next(train_iter)  # numpy, this process's share of the global batch
-            executable, flops = compiled_train_step(batch)
-            if len(compiled) != num_compiled:  # a new bucket shape: keep compile time out of perf/
-                num_compiled = len(compiled)
-                window_start = time.perf_counter()
-            if "padding_mask" in batch:
-                window_samples += int(np.sum(~batch["padding_mask"])) * jax.process_count()
+            executable, flops, new_shape = step_cache.get(batch)
+            if new_shape:  # keep compile time out of perf/
+                throughput.reset()
             # The hot path: an explicit placement of the batch, then one dispatch. Implicit
             # host<->device copies here would stall every step (train.transfer_guard).
             with jax.transfer_guard(config.train.get("transfer_guard", "allow")):
                 state, last_metrics = executable(state, sharding.shard_batch(batch, mesh))
             step += 1
-            window_flops += flops
-            window_steps += 1
+            throughput.add(batch, flops)
             writer.advance(step)
 
             if step % config.train.log_every == 0 or step == total_steps:
                 host = {k: float(v) for k, v in jax.device_get(last_metrics).items()}
-                elapsed = time.perf_counter() - window_start
-                host["perf/steps_per_sec"] = window_steps / elapsed
-                host["perf/audio_sec_per_sec"] = window_samples / sample_rate / elapsed
-                if peak_flops:
-                    host["perf/mfu"] = window_flops / elapsed / peak_flops
+                host.update(throughput.report())
                 writer.write_scalars(step, host)
                 for message in task.check_metrics(host):
                     writer.warn(message)
-                check_bad_streak()
-                window_start, window_samples, window_flops, window_steps = time.perf_counter(), 0, 0.0, 0
+                _check_bad_streak(state, step, max_bad, manager)
+                throughput.reset()
 
             if config.eval.every_steps and (step % config.eval.every_steps == 0 or step == total_steps):
-                writer.write_scalars(step, run_eval(state.params, step))
-                window_start = time.perf_counter()  # keep eval time out of the throughput
+                scalars = evaluate(
+                    task,
+                    state.params,
+                    step,
+                    eval_step=eval_step,
+                    eval_outputs=eval_outputs,
+                    input_builder=input_builder,
+                    config=config,
+                    mesh=mesh,
+                    tracing=tracing,
+                    workdir=workdir,
+                )
+                writer.write_scalars(step, scalars)
+                throughput.reset()  # keep eval time out of the throughput
             save(force=False)
 
         if not preempted:
@@ -720,3 +489,163 @@ def train_and_evaluate(
         writer.close()
         watcher.close()
     return state
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop's helpers: explicit arguments, no loop state captured.
+# ---------------------------------------------------------------------------------------------
+
+
+class _StepCache:
+    """The train step compiled once per distinct batch shape (length buckets, not batches)."""
+
+    def __init__(self, training: Training):
+        self._training = training
+        self._compiled: dict[Any, tuple[Any, float]] = {}
+
+    def get(self, batch_host: Batch) -> tuple[Any, float, bool]:
+        """(executable, FLOPs per device per step, whether it was compiled just now)."""
+        key = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch_host.items()))
+        if key in self._compiled:
+            return (*self._compiled[key], False)
+        training = self._training
+        with training.tracing():
+            exe = training.train_step.lower(
+                training.abstract_state, _abstract_batch(batch_host, training.mesh)
+            ).compile()
+        self._compiled[key] = (exe, _flops_per_step(exe))
+        log.info(
+            "compiled train step for batch %s (%.3g FLOPs/device/step)",
+            {k: v.shape for k, v in batch_host.items()},
+            self._compiled[key][1],
+        )
+        return (*self._compiled[key], True)
+
+
+class _Throughput:
+    """Steps, audio seconds and FLOPs per wall-clock second since the last `reset` (big_vision's chrono)."""
+
+    def __init__(self, sampling_rate: int, peak_flops: float):
+        self.sampling_rate, self.peak_flops = sampling_rate, peak_flops
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new measuring window (after compiling, evaluating or logging)."""
+        self.start, self.samples, self.flops, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    def add(self, batch: Batch, flops: float) -> None:
+        """Counts one step on `batch` (this process's rows; every process has as many)."""
+        if "padding_mask" in batch:
+            self.samples += int(np.sum(~batch["padding_mask"])) * jax.process_count()
+        self.flops += flops
+        self.steps += 1
+
+    def report(self) -> dict[str, float]:
+        """perf/steps_per_sec, perf/audio_sec_per_sec and (with a known peak) perf/mfu."""
+        elapsed = time.perf_counter() - self.start
+        out = {
+            "perf/steps_per_sec": self.steps / elapsed,
+            "perf/audio_sec_per_sec": self.samples / self.sampling_rate / elapsed,
+        }
+        if self.peak_flops:
+            out["perf/mfu"] = self.flops / elapsed / self.peak_flops
+        return out
+
+
+def _check_bad_streak(state: TrainState, step: int, max_bad: int, manager: checkpointing.CheckpointManager) -> None:
+    """Raises NonFiniteTrainingError once `max_bad` (> 0) steps in a row were skipped."""
+    streak = int(jax.device_get(state.bad_streak))
+    if max_bad and streak >= max_bad:
+        manager.wait()
+        raise NonFiniteTrainingError(
+            f"{streak} consecutive steps (up to step {step}) had a non-finite loss or gradient; "
+            f"their updates were skipped and training stops. The last checkpoint "
+            f"(step {manager.latest_step()}) holds the last good parameters. Look for NaN/inf or silent "
+            "audio in the data, lower optim.lr, or use float32."
+        )
+
+
+def _save(
+    manager: checkpointing.CheckpointManager,
+    state: TrainState,
+    step: int,
+    train_iter,
+    resolved_config: dict[str, Any],
+    saved_steps: set[int],
+    *,
+    max_bad: int,
+    force: bool,
+) -> bool:
+    """Saves `state` at `step` unless that step is saved already or not due; adds it to `saved_steps`.
+
+    A run that is failing (`_check_bad_streak`) raises instead of writing a checkpoint.
+    """
+    if step in saved_steps or (not force and not manager.should_save(step)):
+        return False
+    _check_bad_streak(state, step, max_bad, manager)
+    saved = manager.save(
+        step, state.params, state.rest(), config=resolved_config, data_state=train_iter.get_state(), force=force
+    )
+    if saved:
+        saved_steps.add(step)
+    return saved
+
+
+def evaluate(
+    task: Task,
+    params: PyTree,
+    step: int,
+    *,
+    eval_step: Callable,
+    eval_outputs: Callable | None,
+    input_builder: Callable[..., Iterator[Batch]],
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    tracing: Callable,
+    workdir: str,
+) -> dict[str, float]:
+    """One evaluation pass: `eval/` metrics averaged over up to `config.eval.num_batches` batches,
+    plus the task's host-side report when `eval_outputs` is given.
+
+    Args:
+      task: the run's task.
+      params: the parameters to evaluate (sharded).
+      step: the training step (names report files).
+      eval_step: jitted `(params, batch, rng) -> {eval/name: scalar}`.
+      eval_outputs: jitted `task.eval_outputs`, or None.
+      input_builder, config: build the `config.eval.split` input.
+      mesh, tracing: where the batch goes and the context for tracing.
+      workdir: the run directory (reports go under it on process 0).
+    """
+    eval_iter = input_builder(
+        config.data,
+        split=config.eval.split,
+        task=task.data_task,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    sums: dict[str, float] = {}
+    count = 0
+    records = []
+    for i in range(config.eval.num_batches):
+        try:
+            batch = next(eval_iter)
+        except StopIteration:
+            break
+        with tracing():
+            out = eval_step(params, sharding.shard_batch(batch, mesh), jax.random.PRNGKey(i))
+        for k, v in jax.device_get(out).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        count += 1
+        if eval_outputs is not None:
+            with tracing():
+                outputs = eval_outputs(params, sharding.shard_batch(batch, mesh))
+            records.append((_global_host_batch(batch), jax.device_get(outputs)))
+    close = getattr(eval_iter, "close", None)  # data_pipelines iterators hold reader threads
+    if close is not None:
+        close()
+    result = {k: v / count for k, v in sums.items()} if count else {}
+    if eval_outputs is not None and records:
+        report = task.eval_report(records, step, workdir if jax.process_index() == 0 else None)
+        result.update({f"eval/{k}": float(v) for k, v in report.items()})
+    return result

@@ -4,8 +4,9 @@
 
 Prints one line per file, in the order given: `<path>\t<transcript>`. DIR is an exported
 checkpoint (`xlsr_jax.pretrained` / `python -m xlsr_jax.convert hf-to-orbax`, which carry the
-vocabulary) or a CTC training run (root, step or params directory; the vocabulary is rebuilt from
-the run's data config, as during training). Audio in any format and rate the data pipeline reads
+vocabulary) or a CTC training run (the --workdir, its checkpoints/ folder, a step or params
+folder; a run gives its newest step; the vocabulary is rebuilt from the run's data config, as
+during training). Which checkpoint was loaded is printed on stderr. Audio in any format and rate the data pipeline reads
 (wav, flac, mp3, ogg, ...) is decoded, resampled to the model's rate and normalised as in training.
 
 Files are sorted by length and batched into padded lengths rounded up to whole seconds (few
@@ -24,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
+
 log = logging.getLogger("xlsr_jax.transcribe")
 
-PAD_TO_SAMPLES = 16000  # padded lengths are multiples of one second at 16 kHz
-
-
-class AudioFileError(ValueError):
-    """An input file could not be read (message names the file)."""
+PAD_TO_SAMPLES = SAMPLE_RATE  # padded lengths are multiples of one second
 
 
 def load_inputs(
@@ -68,15 +67,6 @@ def batches(
         yield idx, audio, padding
 
 
-def run_config(ckpt: str) -> dict[str, Any] | None:
-    """The run config stored with a training checkpoint (None for an exported checkpoint)."""
-    from xlsr_jax import checkpointing, fileio, pretrained
-
-    if fileio.isfile(fileio.join(ckpt, pretrained.MODEL_JSON)):
-        return None
-    return checkpointing.read_config(ckpt)
-
-
 def load_vocabulary(ckpt: str, loaded: Any):
     """The checkpoint's CTC vocabulary: stored in an export, rebuilt from a run's data config."""
     import ml_collections
@@ -86,7 +76,7 @@ def load_vocabulary(ckpt: str, loaded: Any):
     if loaded.vocab:
         tokens = [t for t, _ in sorted(loaded.vocab.items(), key=lambda kv: kv[1])]
         return data_pipelines.Vocabulary(tokens)
-    run = run_config(ckpt)
+    run = loaded.run_config
     if run is None or "data" not in run:
         raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
     return data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
@@ -164,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", default=None, help="KenLM n-gram (ARPA or binary) for beam search")
     parser.add_argument("--beam_width", type=int, default=0, help="beam search with this width (0 = greedy)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    transcriber = Transcriber(args.ckpt, batch_size=args.batch_size, lm=args.lm, beam_width=args.beam_width)
+    from xlsr_jax import pretrained
+
+    pretrained.setup_cli_logging()
+    try:
+        transcriber = Transcriber(args.ckpt, batch_size=args.batch_size, lm=args.lm, beam_width=args.beam_width)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     texts, errors = transcriber(args.audio)
     for path, text in zip(args.audio, texts):
         if text is not None:

@@ -34,7 +34,8 @@ def finetune_config(
     freeze_finetune_updates: int,
     init_checkpoint: str = "",
 ) -> ml_collections.ConfigDict:
-    """A complete fine-tuning config (sections as the pretraining configs, plus `finetune`).
+    """A complete fine-tuning config: `configs.common.base_config` plus the recipe's optimizer
+    and schedule, and a `finetune` section.
 
     Args:
       task: "ctc" or "lid".
@@ -48,10 +49,8 @@ def finetune_config(
     Returns:
       ConfigDict.
     """
-    config = common.pretraining_config(
-        model=model, data=data, total_steps=total_steps, lr=lr, warmup_steps=0, gumbel_temperature=(2.0, 0.5, 0.999995)
-    )
-    config.task = task  # xlsr_jax.tasks: "ctc" (Wav2Vec2ForCTC) or "lid" (sequence classification)
+    # xlsr_jax.tasks: "ctc" (Wav2Vec2ForCTC) or "lid" (sequence classification).
+    config = common.base_config(task=task, model=model, data=data, total_steps=total_steps, lr=lr)
 
     # fairseq adam for fine-tuning: eps 1e-8, no weight decay, no clipping.
     config.optim.eps = 1e-8
@@ -61,11 +60,6 @@ def finetune_config(
     config.optim.phase_ratio = (0.1, 0.4, 0.5)  # fractions of total_steps per stage
     config.optim.init_lr_scale = 0.01  # warmup starts at lr * this
     config.optim.final_lr_scale = 0.05  # decay ends at lr * this
-    del config.optim.warmup_steps, config.optim.end_lr, config.optim.power  # polynomial_decay only
-
-    # The Gumbel temperature belongs to pretraining; fine-tuning models have no quantizer.
-    del config.train.gumbel_max_temperature, config.train.gumbel_min_temperature
-    del config.train.gumbel_temperature_decay, config.train.codebook_collapse_fraction
 
     config.finetune = ml_collections.ConfigDict()
     # Updates during which the whole pretrained model is frozen and only the new head trains
@@ -117,12 +111,7 @@ def finetune_model(
     return get_preset(preset, **fields).to_dict()
 
 
-def ctc_vocab_size(data: ml_collections.ConfigDict) -> int:
-    """Size of the CTC vocabulary the input pipeline will use for `data` (0 if its corpus is
-    absent: the task then asks for --config.model.vocab_size)."""
-    import data_pipelines
-
-    try:
-        return len(data_pipelines.build_vocabulary(data))
-    except (FileNotFoundError, OSError, ValueError):
-        return 0
+# `model.vocab_size` of the CTC recipes: 0 = the size of the vocabulary the input pipeline builds
+# from `data` (resolved by the ctc task when the run starts, so building a config reads no file);
+# a checkpoint's run config records the resolved size.
+VOCAB_FROM_DATA = 0

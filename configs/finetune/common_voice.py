@@ -31,7 +31,7 @@ def get_config(arg=None):
     data.min_sample_size = 8000  # keep clips of 0.5 s and more (Common Voice clips are ~2-10 s)
     data.max_sample_size = 320000  # drop (counted) anything over 20 s
     model = base.finetune_model(
-        args.preset, mask_time_prob=0.75, mask_feature_prob=0.25, vocab_size=base.ctc_vocab_size(data)
+        args.preset, mask_time_prob=0.75, mask_feature_prob=0.25, vocab_size=base.VOCAB_FROM_DATA
     )
     config = base.finetune_config(
         task="ctc",

@@ -44,7 +44,7 @@ def get_config(arg=None):
         mask_feature_length=8,
         layerdrop=0.0,
         mask_time_length=5,
-        vocab_size=base.ctc_vocab_size(data),
+        vocab_size=base.VOCAB_FROM_DATA,
     )
     config = base.finetune_config(
         task="ctc",

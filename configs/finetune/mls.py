@@ -27,9 +27,7 @@ def get_config(arg=None):
     data.languages = [args.lang]
     data.batch_size = args.batch
     data.max_sample_size = 320000  # MLS segments are at most 20 s
-    model = base.finetune_model(
-        args.preset, mask_time_prob=0.5, mask_feature_prob=0.5, vocab_size=base.ctc_vocab_size(data)
-    )
+    model = base.finetune_model(args.preset, mask_time_prob=0.5, mask_feature_prob=0.5, vocab_size=base.VOCAB_FROM_DATA)
     config = base.finetune_config(
         task="ctc",
         model=model,

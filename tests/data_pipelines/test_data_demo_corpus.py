@@ -54,6 +54,7 @@ def test_two_voices_per_sentence():
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+@pytest.mark.slow
 def test_generator_reproduces_a_language(tmp_path):
     make_demo_corpus.make_corpus(str(tmp_path), seed=0, languages=["sw"])
     for split in ("train", "dev", "test"):

@@ -330,7 +330,7 @@ def test_import_is_light_and_tensorflow_stays_cpu_only():
         "import os, sys, data_pipelines\n"
         "assert 'tensorflow' not in sys.modules, 'importing data_pipelines must not load TF'\n"
         "os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n"
-        "from data_pipelines._tf import import_tf\n"
+        "from data_pipelines.tf_runtime import import_tf\n"
         "tf = import_tf()\n"
         "assert tf.config.get_visible_devices('GPU') == []\n"
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"

@@ -8,7 +8,7 @@ import soundfile as sf
 from corpus_testlib import tone, write_common_voice
 
 import data_pipelines
-from data_pipelines import sources, tfrecord
+from data_pipelines import sources, tfrecord_writer
 
 
 def _manifest(tmp_path, n=4, missing=(), extra_cols=True):
@@ -103,7 +103,7 @@ def test_tfrecord_writer_round_trip(tmp_path, encoding):
     write_common_voice(str(cv), {"aa": 3, "bb": 4}, "train")
     cv_cfg = {"type": "common_voice", "path": str(cv)}
     out = tmp_path / "tfr"
-    res = tfrecord.write_tfrecords([cv_cfg], str(out), "train", num_shards=3, encoding=encoding)
+    res = tfrecord_writer.write_tfrecords([cv_cfg], str(out), "train", num_shards=3, encoding=encoding)
     assert res["written"] == 7 and len(res["files"]) == 3
     orig = sources.make_source(cv_cfg, "train")
     for drop_index in (

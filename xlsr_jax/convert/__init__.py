@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
 from xlsr_jax.convert.configs import ConfigError
@@ -199,7 +200,7 @@ def orbax_to_hf(
     audio = loaded.audio or pretrained.default_audio_settings(loaded.config)
     files: dict[str, Any] = {
         hf_io.PREPROCESSOR: hf_io.preprocessor_config(
-            audio.get("sampling_rate", 16000),
+            audio.get("sampling_rate", SAMPLE_RATE),
             audio.get("do_normalize", True),
             return_attention_mask=loaded.config.feat_extract_norm == "layer",
         ),

@@ -16,6 +16,8 @@ import sys
 
 from xlsr_jax import convert
 
+CKPT_HELP = "exported checkpoint or training run (--workdir, checkpoints/, a step or params folder)"
+
 
 def _parse_overrides(items: list[str]) -> dict:
     out = {}
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
 
     o = sub.add_parser("orbax-to-hf", parents=[common], help="our checkpoint -> transformers folder")
-    o.add_argument("ckpt_dir", help="checkpoint directory (model.json + params/)")
+    o.add_argument("ckpt_dir", help=CKPT_HELP)
     o.add_argument("out_folder", help="transformers folder to create")
     o.add_argument("--vocab", help="CTC: vocab.json {token: id} if the checkpoint has none")
     o.add_argument("--labels", help="classifier: JSON list of class names in id order (e.g. language codes)")
@@ -86,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one conversion; prints the output path. Errors are reported in one line, exit 1."""
     args = build_parser().parse_args(argv)
+    from xlsr_jax import pretrained
+
+    pretrained.setup_cli_logging()
     # What the converter read and assumed (audio settings, defaults) is logged: show it.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("xlsr_jax.convert").setLevel(logging.INFO)
     try:
         if args.command == "hf-to-orbax":

@@ -16,10 +16,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax.models.config import ARCHITECTURES, Wav2Vec2Config
 
 # Architectures (HF class names) the converters handle, with the head each one carries.
-ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
 
 # transformers 5.23 `Wav2Vec2Config` class defaults (configuration_wav2vec2.py). `save_pretrained`
 # writes only the fields that differ from these, so a `config.json` must be read against them,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, tables
 from xlsr_jax.convert.params import CheckpointMismatchError
 
@@ -25,9 +26,6 @@ log = logging.getLogger(__name__)
 # Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
 # fine-tuned files still carry them. They are dropped when converting a CTC model.
 _PRETRAINING_ONLY = re.compile(r"(quantizer\.|project_q\.|final_proj\.|target_glu\.).*")
-
-# fairseq Dictionary: these four symbols precede the file's entries (fairseq/data/dictionary.py).
-FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
 def read_fairseq_dictionary(path: str | os.PathLike) -> dict[str, int]:
@@ -177,8 +175,8 @@ def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         normalize = False
     rate = task.get("sample_rate")
     if rate is None:
-        log.info("fairseq cfg has no task.sample_rate: fairseq's default 16000")
-        rate = 16000
+        log.info("fairseq cfg has no task.sample_rate: fairseq's default %d", SAMPLE_RATE)
+        rate = SAMPLE_RATE
     if isinstance(rate, float) and rate.is_integer():
         rate = int(rate)
     if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
@@ -200,14 +198,14 @@ def read_fairseq_checkpoint(
       dict_path: for CTC models, fairseq's `dict.ltr.txt` (the vocabulary is not stored in the
         checkpoint); without it no tokenizer files can be written later.
     """
-    from xlsr_jax.convert.hf_io import _to_numpy_float32
+    from xlsr_jax.convert.hf_io import to_numpy_float32
     from xlsr_jax.convert.torch_pickle import load_torch_file
 
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
         raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
     cfg = checkpoint_config(ckpt)
-    state = {k: _to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
+    state = {k: to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
     _, _, is_ctc = configs.fairseq_model_cfg(cfg)
     vocab_size = None
     if is_ctc:

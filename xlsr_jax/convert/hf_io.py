@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from xlsr_jax.constants import SAMPLE_RATE
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -144,7 +144,12 @@ def read_audio_settings(
     return out
 
 
-def _to_numpy_float32(name: str, value: Any) -> np.ndarray:
+def to_numpy_float32(name: str, value: Any) -> np.ndarray:
+    """A float tensor (torch, numpy, bfloat16) as a float32 numpy array; `name` is for the error.
+
+    Raises:
+      ValueError: the tensor is not floating point.
+    """
     if hasattr(value, "detach"):  # torch tensor
         import torch
 
@@ -184,7 +189,7 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             try:
                 with safe_open(path, framework="np") as f:
                     for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                        state[key] = _to_numpy_float32(key, f.get_tensor(key))
+                        state[key] = to_numpy_float32(key, f.get_tensor(key))
             except (OSError, ValueError, TypeError) as e:
                 raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
             except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
@@ -198,7 +203,7 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             if not isinstance(loaded, Mapping):
                 raise ValueError(f"{path}: expected a state dict, got {type(loaded).__name__}")
             for key, value in loaded.items():
-                state[key] = _to_numpy_float32(key, value)
+                state[key] = to_numpy_float32(key, value)
     return state
 
 
@@ -218,7 +223,7 @@ def _shard_files(folder: str, index_name: str, suffix: str) -> list[str]:
 
 
 def preprocessor_config(
-    sampling_rate: int = 16000, do_normalize: bool = True, return_attention_mask: bool = True
+    sampling_rate: int = SAMPLE_RATE, do_normalize: bool = True, return_attention_mask: bool = True
 ) -> dict[str, Any]:
     """`preprocessor_config.json` for `Wav2Vec2FeatureExtractor`.
 
@@ -295,14 +300,9 @@ def write_hf_folder(
     """
     from safetensors.numpy import save_file
 
-    from xlsr_jax.pretrained import commit_dir
+    from xlsr_jax import fileio
 
-    final = os.path.abspath(os.fspath(out))
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".tmp-", dir=os.path.dirname(final))
-    try:
+    with fileio.atomic_dir(out, overwrite=overwrite) as tmp:
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
         save_file(tensors, os.path.join(tmp, SAFETENSORS), metadata={"format": "pt"})
         files = {CONFIG: dict(config), **dict(json_files or {})}
@@ -310,8 +310,4 @@ def write_hf_folder(
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
                 f.write("\n")
-        commit_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return os.path.abspath(os.fspath(out))

@@ -78,7 +78,7 @@ def hf_state_to_params(
     Args:
       state: HF key -> array (any float dtype; torch tensors must be converted to numpy first).
       config: our config the checkpoint was made with.
-      architecture: HF class name (see `configs.ARCHITECTURES`).
+      architecture: HF class name (see `xlsr_jax.models.ARCHITECTURES`).
       allow_missing: regexes of HF keys that may be absent; such parameters are zero-filled.
         (Used for `masked_spec_embed`, which HF drops when masking is off.)
       ignore_unexpected: regexes of HF keys to drop silently (e.g. a pretraining head when

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax.models.transformer import SCANNED_LAYERS, layer_name
 
 # ----------------------------------------------------------------------------- fairseq <-> HF
 
@@ -268,7 +269,7 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
     norm("encoder.layer_norm", "encoder/layer_norm", E)
     for i in range(c.num_hidden_layers):
         hf_l = f"encoder.layers.{i}"
-        our_l = "encoder/layers" if c.scan_layers else f"encoder/layers_{i}"
+        our_l = f"encoder/{SCANNED_LAYERS}" if c.scan_layers else f"encoder/{layer_name(i)}"
         for name in ("q_proj", "k_proj", "v_proj"):
             add(
                 f"{hf_l}.attention.{name}.weight",

@@ -1,6 +1,6 @@
 """The wav2vec 2.0 / XLSR / XLS-R network: config, building blocks and models."""
 
-from xlsr_jax.models.config import PRESET_NAMES, PUBLISHED_PARAMETERS, Wav2Vec2Config, get_preset
+from xlsr_jax.models.config import ARCHITECTURES, PRESET_NAMES, PUBLISHED_PARAMETERS, Wav2Vec2Config, get_preset
 from xlsr_jax.models.feature_encoder import FeatureEncoder
 from xlsr_jax.models.quantizer import GumbelVectorQuantizer
 from xlsr_jax.models.transformer import Encoder, PositionalConvEmbedding
@@ -14,7 +14,21 @@ from xlsr_jax.models.wav2vec2 import (
     contrastive_logits,
 )
 
+
+def model_class(architecture: str):
+    """Our flax module class for a transformers architecture name.
+
+    Raises:
+      ValueError: `architecture` is not one of `ARCHITECTURES`.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+    return globals()[architecture]
+
+
 __all__ = [
+    "ARCHITECTURES",
+    "model_class",
     "PRESET_NAMES",
     "PUBLISHED_PARAMETERS",
     "Wav2Vec2Config",

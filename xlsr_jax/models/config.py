@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+# The model classes a checkpoint can hold, by their transformers names: what `xlsr_jax.pretrained`
+# records in model.json, what the trainer's tasks train, and what `xlsr_jax.convert` maps
+# (`xlsr_jax.models.model_class` gives the flax module of each).
+ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
 
 _TUPLE_FIELDS = ("conv_dim", "conv_stride", "conv_kernel")
 
@@ -224,8 +228,3 @@ def get_preset(name: str, **overrides) -> Wav2Vec2Config:
     if name not in presets:
         raise ValueError(f"unknown model preset {name!r}; choose from {sorted(presets)}")
     return dataclasses.replace(presets[name], **overrides)
-
-
-def conv_layer_specs(config: Wav2Vec2Config) -> Sequence[tuple[int, int, int]]:
-    """(channels, kernel, stride) for each conv layer of the feature encoder."""
-    return list(zip(config.conv_dim, config.conv_kernel, config.conv_stride))

@@ -8,11 +8,14 @@ tensors count as `hidden_states`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xlsr_jax import sharding as shd
 from xlsr_jax.models.config import Wav2Vec2Config
@@ -24,6 +27,15 @@ log = logging.getLogger(__name__)
 _bert_init = nn.initializers.normal(stddev=0.02)
 _zeros = nn.initializers.zeros
 BertDense = partial(Dense, kernel_init=_bert_init, bias_init=_zeros)
+
+# Parameter names of the Transformer blocks under `encoder/`: one stacked subtree when scanned
+# (leading axis = layer, logical axis `layers`), else one subtree per block.
+SCANNED_LAYERS = "layers"
+
+
+def layer_name(i: int) -> str:
+    """The parameter subtree of block `i` in an unscanned encoder (`layers_{i}`)."""
+    return f"{SCANNED_LAYERS}_{i}"
 
 
 def _grouped_conv(x: jax.Array, kernel: jax.Array, pad: int, groups: int) -> jax.Array:
@@ -297,12 +309,12 @@ class Encoder(nn.Module):
                 length=cfg.num_hidden_layers,
                 metadata_params={nn.PARTITION_NAME: shd.LAYERS},
             )
-            x, layer_inputs = scanned(cfg, deterministic, name="layers")(x, padding_mask)
+            x, layer_inputs = scanned(cfg, deterministic, name=SCANNED_LAYERS)(x, padding_mask)
             layer_inputs = tuple(layer_inputs[i] for i in range(cfg.num_hidden_layers)) if output_hidden_states else ()
         else:
             layer_inputs = []
             for i in range(cfg.num_hidden_layers):
-                x, inputs = layer_cls(cfg, deterministic, name=f"layers_{i}")(x, padding_mask)
+                x, inputs = layer_cls(cfg, deterministic, name=layer_name(i))(x, padding_mask)
                 layer_inputs.append(inputs)
             layer_inputs = tuple(layer_inputs)
         # transformers 5 (pinned) records each block's output as a hidden state, so for pre-LN the
@@ -312,3 +324,46 @@ class Encoder(nn.Module):
         if cfg.do_stable_layer_norm:
             x = LayerNorm(cfg.layer_norm_eps, dtype, name="layer_norm")(x)
         return x, hidden_states
+
+
+def restack_layers(params: Any, config: Wav2Vec2Config, scan_layers: bool) -> Any:
+    """Converts every `encoder/` in a parameter tree between per-block subtrees (`layer_name(i)`)
+    and one stacked `SCANNED_LAYERS` subtree (leading axis = block), as `scan_layers` asks.
+
+    Args:
+      params: host parameter tree (nested dicts of arrays) of any model holding an `Encoder`.
+      config: the model config (its `num_hidden_layers` blocks).
+      scan_layers: the target layout.
+    Returns:
+      A new tree (numpy leaves where restacked); already-matching encoders are unchanged.
+    """
+
+    def fix(enc: Mapping) -> dict:
+        enc = dict(enc)
+        n = config.num_hidden_layers
+        if scan_layers and layer_name(0) in enc:
+            enc[SCANNED_LAYERS] = _tree_stack([enc.pop(layer_name(i)) for i in range(n)])
+        elif not scan_layers and SCANNED_LAYERS in enc:
+            stacked = enc.pop(SCANNED_LAYERS)
+            for i in range(n):
+                enc[layer_name(i)] = _tree_index(stacked, i)
+        return enc
+
+    def walk(tree):
+        if not isinstance(tree, Mapping):
+            return tree
+        return {k: (fix(walk(v)) if k == "encoder" else walk(v)) for k, v in tree.items()}
+
+    return walk(params)
+
+
+def _tree_stack(trees: list) -> Any:
+    if isinstance(trees[0], Mapping):
+        return {k: _tree_stack([t[k] for t in trees]) for k in trees[0]}
+    return np.stack([np.asarray(t) for t in trees], axis=0)
+
+
+def _tree_index(tree: Any, i: int) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _tree_index(v, i) for k, v in tree.items()}
+    return np.asarray(tree)[i]

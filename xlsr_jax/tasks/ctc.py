@@ -15,13 +15,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from xlsr_jax import decoding, trainer
-from xlsr_jax.tasks import common
+from xlsr_jax import decoding
+from xlsr_jax.tasks import finetune
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +30,7 @@ def resolve_languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
         return list(data_cfg.languages)
     from data_pipelines import pipeline
 
-    # The same rule the pipeline applies (sorted languages of the train split's sources).
-    return pipeline._languages(data_cfg, lambda: pipeline._load_sources(data_cfg, "train"))
+    return pipeline.languages(data_cfg)  # the rule the pipeline applies
 
 
 def vocabulary_for(data_cfg: ml_collections.ConfigDict):
@@ -43,67 +40,54 @@ def vocabulary_for(data_cfg: ml_collections.ConfigDict):
     return data_pipelines.build_vocabulary(data_cfg)
 
 
-class CtcTask(common.FinetuneTaskBase):
+class CtcTask(finetune.FinetuneTask):
     """Fine-tunes `Wav2Vec2ForCTC` with the CTC loss; evaluates with greedy decoding."""
 
+    name = "ctc"
+    architecture = "Wav2Vec2ForCTC"
     data_task = "ctc"
 
     def __init__(self, config: ml_collections.ConfigDict):
         """Builds the vocabulary from `config.data`, the model from `config.model`.
 
-        Raises:
-          ValueError: `config.model.vocab_size` differs from the vocabulary's size (set it, or
-            `data.vocabulary.path`, so checkpoints describe their own head).
-        """
-        from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForCTC
+        `config.model.vocab_size` 0 means "the vocabulary's size" (the fine-tuning recipes); the
+        resolved size is what the model gets and what the checkpoints record.
 
+        Raises:
+          ValueError: a non-zero `config.model.vocab_size` differs from the vocabulary's size.
+        """
         self.vocabulary = vocabulary_for(config.data)
         self.languages = resolve_languages(config.data)
-        self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
-        if self.model_config.vocab_size != len(self.vocabulary):
+        vocab_size = config.model.vocab_size or len(self.vocabulary)
+        if vocab_size != len(self.vocabulary):
             raise ValueError(
-                f"config.model.vocab_size is {self.model_config.vocab_size} but the vocabulary of "
-                f"config.data has {len(self.vocabulary)} tokens; pass "
-                f"--config.model.vocab_size={len(self.vocabulary)} (configs/finetune/* compute it)"
+                f"config.model.vocab_size is {vocab_size} but the vocabulary of config.data has "
+                f"{len(self.vocabulary)} tokens; pass --config.model.vocab_size={len(self.vocabulary)} "
+                "(or 0: the vocabulary's size)"
             )
-        if self.model_config.pad_token_id != self.vocabulary.blank_id:
+        if config.model.pad_token_id != self.vocabulary.blank_id:
             raise ValueError("model.pad_token_id must be the vocabulary's blank id (0)")
-        self.model = Wav2Vec2ForCTC(self.model_config)
-        self.freeze_updates = int(config.finetune.freeze_finetune_updates)
-        self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
-        self.init_samples = config.train.init_num_samples
+        super().__init__(config, vocab_size=vocab_size)
         self.report_examples = int(config.finetune.get("report_examples", 4))
 
     # --- Trainer interface.
-
-    def init_params(self, rng, batch):
-        """Boxed parameters of Wav2Vec2ForCTC."""
-        variables = self.model.init(
-            {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
-            jnp.asarray(batch["audio"]),
-            jnp.asarray(batch["padding_mask"]),
-            deterministic=True,
-        )
-        return variables["params"]
 
     def _loss(self, params, batch, rng, deterministic: bool):
         from xlsr_jax import losses
 
         logits, frame_padding = self.model.apply(  # [B, T, vocab], [B, T]
-            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=deterministic, rngs=self._rngs(rng)
+            {"params": params}, batch["audio"], batch["padding_mask"], deterministic=deterministic, rngs=self.rngs(rng)
         )
         per_seq, _ = losses.ctc_loss(
             logits, frame_padding, batch["labels"], batch["label_padding"], blank_id=self.vocabulary.blank_id
         )
-        return common.weighted_mean(per_seq, common.row_weights(batch))
+        return finetune.weighted_mean(per_seq, finetune.row_weights(batch))
 
     def loss(self, params, batch, rng, num_updates):
         """Mean CTC loss per utterance with dropout, LayerDrop, time and channel masking."""
-        encoder_frozen = num_updates < self.freeze_updates
-        if self.freeze_updates > 0:
-            params = common.stop_encoder_gradient(params, encoder_frozen)
+        params, encoder_frozen = self.encoder_frozen(params, num_updates)
         loss = self._loss(params, batch, rng, deterministic=False)
-        return loss, {"ctc_loss": loss, "encoder_frozen": encoder_frozen.astype(jnp.float32)}
+        return loss, {"ctc_loss": loss, "encoder_frozen": encoder_frozen}
 
     def eval_metrics(self, params, batch, rng):
         """Deterministic CTC loss."""
@@ -129,11 +113,6 @@ class CtcTask(common.FinetuneTaskBase):
             decoding.write_report(path, report["counts"], step=step, examples=report["examples"])
         return report["metrics"]
 
-    def check_metrics(self, metrics):
-        """No host-side warnings for CTC."""
-        del metrics
-        return []
-
 
 def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int = 4) -> dict[str, Any]:
     """Decodes eval records and scores them.
@@ -149,7 +128,7 @@ def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int 
     """
     refs, hyps, langs = [], [], []
     for batch, out in records:
-        keep = common.host_valid(batch)
+        keep = finetune.host_valid(batch)
         texts = decoding.label_texts(batch["labels"], batch["label_padding"], vocabulary)
         refs += [r for r, k in zip(texts, keep) if k]
         hyps += [h for h, k in zip(decoding.greedy_decode(out["ids"], vocabulary), keep) if k]
@@ -180,6 +159,3 @@ def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int 
             seen[lang] = seen.get(lang, 0) + 1
             examples.append({"language": lang, "reference": r, "hypothesis": h})
     return {"metrics": metrics, "counts": counts, "examples": examples}
-
-
-trainer.register_task("ctc", CtcTask)

@@ -17,13 +17,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from xlsr_jax import fileio, trainer
-from xlsr_jax.tasks import common
+from xlsr_jax import fileio
+from xlsr_jax.tasks import finetune
 
 
-class LidTask(common.FinetuneTaskBase):
+class LidTask(finetune.FinetuneTask):
     """Fine-tunes `Wav2Vec2ForSequenceClassification` on utterance language labels."""
 
+    name = "lid"
+    architecture = "Wav2Vec2ForSequenceClassification"
     data_task = "lid"
 
     def __init__(self, config: ml_collections.ConfigDict):
@@ -33,53 +35,35 @@ class LidTask(common.FinetuneTaskBase):
           ValueError: `data.languages` is empty (the label order must be fixed in the config so a
             checkpoint's classes stay meaningful) or differs in length from `model.num_labels`.
         """
-        from xlsr_jax.models import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
-
         self.languages = list(config.data.languages)
         if not self.languages:
             raise ValueError("task 'lid' needs config.data.languages (the class order)")
-        self.model_config = Wav2Vec2Config.from_dict(config.model.to_dict())
-        if self.model_config.num_labels != len(self.languages):
+        if config.model.num_labels != len(self.languages):
             raise ValueError(
-                f"config.model.num_labels is {self.model_config.num_labels} but "
+                f"config.model.num_labels is {config.model.num_labels} but "
                 f"config.data.languages has {len(self.languages)} entries"
             )
-        self.model = Wav2Vec2ForSequenceClassification(self.model_config)
-        self.freeze_updates = int(config.finetune.freeze_finetune_updates)
-        self.freeze_feature_encoder = self.model_config.feature_grad_mult <= 0.0
-        self.init_samples = config.train.init_num_samples
-
-    def init_params(self, rng, batch):
-        """Boxed parameters of Wav2Vec2ForSequenceClassification."""
-        variables = self.model.init(
-            {"params": rng, **self._rngs(jax.random.fold_in(rng, 1))},
-            jnp.asarray(batch["audio"]),
-            jnp.asarray(batch["padding_mask"]),
-            deterministic=True,
-        )
-        return variables["params"]
+        super().__init__(config)
 
     def _metrics(self, params, batch, rng, deterministic):
         logits = self.model.apply(
             {"params": params},
             batch["audio"],
-            batch["padding_mask"],  # [B, labels]
+            batch["padding_mask"],
             deterministic=deterministic,
-            rngs=self._rngs(rng),
-        )
-        weights = common.row_weights(batch)
+            rngs=self.rngs(rng),
+        )  # [B, labels]
+        weights = finetune.row_weights(batch)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["language"])
-        loss = common.weighted_mean(nll, weights)
-        accuracy = common.weighted_mean(jnp.argmax(logits, -1) == batch["language"], weights)
+        loss = finetune.weighted_mean(nll, weights)
+        accuracy = finetune.weighted_mean(jnp.argmax(logits, -1) == batch["language"], weights)
         return loss, {"lid_loss": loss, "accuracy": accuracy}
 
     def loss(self, params, batch, rng, num_updates):
         """Cross-entropy over languages, training mode (dropout, LayerDrop, channel masking)."""
-        encoder_frozen = num_updates < self.freeze_updates
-        if self.freeze_updates > 0:
-            params = common.stop_encoder_gradient(params, encoder_frozen)
+        params, encoder_frozen = self.encoder_frozen(params, num_updates)
         loss, metrics = self._metrics(params, batch, rng, deterministic=False)
-        metrics["encoder_frozen"] = encoder_frozen.astype(jnp.float32)
+        metrics["encoder_frozen"] = encoder_frozen
         return loss, metrics
 
     def eval_metrics(self, params, batch, rng):
@@ -103,11 +87,6 @@ class LidTask(common.FinetuneTaskBase):
         metrics.update({f"accuracy/{lang}": acc for lang, acc in report["per_language"].items()})
         return metrics
 
-    def check_metrics(self, metrics):
-        """No host-side warnings for language ID."""
-        del metrics
-        return []
-
 
 def lid_report(
     records: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]], languages: Sequence[str]
@@ -116,7 +95,7 @@ def lid_report(
     n = len(languages)
     confusion = np.zeros((n, n), np.int64)
     for batch, out in records:
-        keep = common.host_valid(batch)
+        keep = finetune.host_valid(batch)
         pred = np.argmax(np.asarray(out["probs"]), axis=-1)[keep]
         true = np.asarray(batch["language"])[keep]
         np.add.at(confusion, (true, pred), 1)
@@ -132,6 +111,3 @@ def lid_report(
         "languages": list(languages),
         "confusion": confusion.tolist(),
     }
-
-
-trainer.register_task("lid", LidTask)
