@@ -194,6 +194,9 @@ def _edit_config(folder, edit):
         (lambda c: json.dumps({**c, "architectures": "Wav2Vec2ForCTC"}), "architectures must be a list"),
         (lambda c: json.dumps({**c, "architectures": ["BertModel"]}), "unsupported architecture 'BertModel'"),
         (lambda c: json.dumps({**c, "id2label": ["a", "b"]}), "id2label must be an object"),
+        (lambda c: json.dumps({**c, "feat_extract_norm": "batch"}), "feat_extract_norm must be one of"),
+        (lambda c: json.dumps({**c, "xlsr_jax": {"attention_impl": "flash"}}), "attention_impl must be one of"),
+        (lambda c: json.dumps({**c, "xlsr_jax": {"dtype": "int8"}}), "unsupported dtype 'int8'"),
         (lambda c: "{" + json.dumps(c)[1:-1], "not valid JSON"),  # truncated
         (lambda c: "", "not valid JSON (Expecting value: line 1 column 1"),  # empty
     ],

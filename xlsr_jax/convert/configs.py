@@ -143,6 +143,8 @@ _PROBABILITIES = (
 )
 _POSITIVE_FLOATS = ("layer_norm_eps", "contrastive_logits_temperature")
 _MAX_CONV_LAYERS = 64
+# String fields with a fixed set of values (the model's own checks cover dtype and remat).
+_CHOICES = {"feat_extract_norm": ("group", "layer"), "attention_impl": ("auto", "xla", "cudnn")}
 
 
 def check_field_types(values: Mapping[str, Any]) -> None:
@@ -174,6 +176,8 @@ def check_field_types(values: Mapping[str, Any]) -> None:
         elif kind == "str":
             if not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string, got {value!r}")
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise ConfigError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
         elif kind.startswith("tuple"):
             if (
                 not isinstance(value, (list, tuple))
