@@ -30,10 +30,20 @@ class AudioDecodeError(ValueError):
         self.reason = reason
 
 
-# Why a file could not be used: no such file, 0 bytes, no audio samples, bytes that are not audio
-# (text, an image, ...), an audio container cut short, a format or codec libsndfile does not
-# decode, a decoder failure on data that looked like audio, NaN/inf samples.
-REASONS = ("missing", "empty", "no_samples", "not_audio", "truncated", "unsupported", "damaged", "non_finite")
+# Why a file could not be used: no such file, no permission to read it, 0 bytes, no audio
+# samples, bytes that are not audio (text, an image, ...), an audio container cut short, a format
+# or codec libsndfile does not decode, a decoder failure on data that looked like audio, NaN/inf.
+REASONS = (
+    "missing",
+    "unreadable",
+    "empty",
+    "no_samples",
+    "not_audio",
+    "truncated",
+    "unsupported",
+    "damaged",
+    "non_finite",
+)
 
 # Leading bytes of the formats libsndfile decodes (WAV/RF64/W64, AIFF, FLAC, OGG, CAF, AU, MP3 with
 # an ID3 tag or a bare MPEG frame sync).
@@ -123,7 +133,7 @@ def diagnose(path, error: Exception | None = None) -> AudioDecodeError:
     try:
         size, head = _size(path), _head(path)
     except OSError as e:
-        return AudioDecodeError(f"{name}: cannot read the file ({e.strerror or e})", "missing")
+        return AudioDecodeError(f"{name}: cannot read the file ({e.strerror or e})", "unreadable")
     if size == 0:
         return AudioDecodeError(f"{name}: empty file (0 bytes)", "empty")
     short = _wav_data_shortfall(head, size)
