@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -57,6 +56,8 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
     import jax
 
+    from data_pipelines.pipeline import VocabularyMismatchError
+    from data_pipelines.sources import CorpusLayoutError
     from xlsr_jax import trainer
 
     logging.getLogger("xlsr_jax").setLevel(logging.INFO)
@@ -68,12 +69,14 @@ def main(argv: list[str]) -> None:
         jax.device_count(),
         jax.devices()[0].device_kind,
     )
-    import data_pipelines
-
     try:
         trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except data_pipelines.VocabularyMismatchError as e:  # a config to change, not a crash
-        sys.exit(f"error: {e}")
+    except CorpusLayoutError as e:
+        # A corpus folder not in its reader's layout is the user's to fix: one line naming the
+        # file, not a traceback through the trainer (it is found at start, before any step).
+        raise SystemExit(f"train.py: corpus layout error: {e}") from None
+    except VocabularyMismatchError as e:  # a config to change, not a crash (found before any step)
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@
 The training split is an endless stream with languages sampled ∝ hours^alpha; other splits are one
 ordered pass (StopIteration at the end; `build_input(..., repeat=True)` makes any split endless).
 Sources (`cfg.sources`, a list of dicts or a {name: dict} mapping): fairseq manifests, Common
-Voice, MLS, TFRecord shards (`tfrecord_writer.write_tfrecords`), TFDS datasets (`tfds_builder.prepare`
-builds one from local corpora). No shuffle buffer: sources are random access, so shuffling is an
-exact per-epoch permutation and the position is a few integers. Design, the shipped corpus and
-measured throughput: README.md here. Regenerate the corpus: `python -m data_pipelines.make_demo_corpus`.
+Voice, MLS, the papers' other benchmarks as distributed (VoxLingua107, VoxPopuli, BABEL: modules
+`voxlingua`, `voxpopuli`, `babel`), TFRecord shards (`tfrecord_writer.write_tfrecords`), TFDS
+datasets (`tfds_builder.prepare` builds one from local corpora). No shuffle buffer: sources are
+random access, so shuffling is an exact per-epoch permutation and the position is a few integers.
+Design, the shipped corpus and measured throughput: README.md here. Regenerate the corpus:
+`python -m data_pipelines.make_demo_corpus`.
 """
 
 from data_pipelines.audio import AudioDecodeError, load_audio, normalize, resample

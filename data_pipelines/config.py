@@ -17,11 +17,12 @@ def default_config() -> ml_collections.ConfigDict:
     most 320000 samples = 20 s, at least 32000 = 2 s, languages sampled with alpha = 0.5).
     Points at the shipped demo corpus until `sources` is replaced."""
     c = ml_collections.ConfigDict()
-    # Corpora to read, mixed. Each: type (manifest | common_voice | mls | tfrecord | tfds), path,
-    # splits ({pipeline split: corpus split}), languages (common_voice: locales to keep; empty =
-    # all), language (code for corpora that do not say), name/audio_key/text_key/language_key
-    # (tfds only). See data_pipelines/sources.py. A mapping {name: source dict} works too (it can
-    # be frozen and overridden from the command line: --config.data.sources.cv.path=...).
+    # Corpora to read, mixed. Each: type (manifest | common_voice | mls | voxlingua107 |
+    # voxpopuli | babel | tfrecord | tfds), path, splits ({pipeline split: corpus split}),
+    # languages (common_voice, voxlingua107, voxpopuli: folders to keep; empty = all), language
+    # (code for corpora that do not say), text_column (voxpopuli), name/audio_key/text_key/
+    # language_key (tfds only). See data_pipelines/sources.py. A mapping {name: source dict} works
+    # too (it can be frozen and overridden from the command line: --config.data.sources.cv.path=...).
     c.sources = [
         {
             "type": "common_voice",

@@ -7,11 +7,16 @@ lengths come from metadata: manifest sample counts, Common Voice `clip_durations
 `segments.txt`, TFRecord/TFDS side indexes, and only when none exists from file headers.
 
 Source config (a dict in `data.sources`):
-  type: "manifest" | "common_voice" | "mls" | "tfrecord" | "tfds"
+  type: "manifest" | "common_voice" | "mls" | "tfrecord" | "tfds", or one of the benchmark corpora
+    in their distributed layouts, each read by its own module: "voxlingua107" (voxlingua.py),
+    "voxpopuli" (voxpopuli.py), "babel" (babel.py)
   path: manifest directory / corpus root / TFRecord dir or glob / TFDS data_dir
   splits: {pipeline split name: source split name}, e.g. {"dev": "valid"} for fairseq manifests
-  languages: locales to keep (common_voice: empty = every locale folder; others: unused)
-  language: the language of every utterance when the corpus does not say (manifest, mls, tfds)
+  languages: language folders to keep (common_voice, voxlingua107, voxpopuli: empty = every one;
+    others: unused)
+  language: the language of every utterance when the corpus does not say (manifest, mls, tfds,
+    babel)
+  text_column: voxpopuli's transcript column ("normalized_text", the default, or "raw_text")
   name: TFDS dataset name (tfds only); audio_key / text_key / language_key: TFDS feature names
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -38,12 +44,17 @@ _MAX_LISTED = 20
 csv.field_size_limit(1 << 24)
 
 
-def _split_name(cfg: Mapping, split: str) -> str:
+class CorpusLayoutError(ValueError):
+    """A corpus folder is not in the layout its reader expects; the message names the file."""
+
+
+def split_name(cfg: Mapping, split: str) -> str:
+    """The corpus's name for pipeline split `split` (the source's `splits` mapping, else itself)."""
     splits = dict(cfg.get("splits") or {})
     return splits.get(split, split)
 
 
-def _check_exist(paths: Sequence[str], what: str) -> None:
+def check_exist(paths: Sequence[str], what: str) -> None:
     """Fails at start, listing them, when files named by a corpus index are missing."""
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
@@ -54,7 +65,7 @@ def _check_exist(paths: Sequence[str], what: str) -> None:
         )
 
 
-def _probe_lengths(paths: Sequence[str], num_threads: int = 8) -> np.ndarray:
+def probe_lengths(paths: Sequence[str], num_threads: int = 8) -> np.ndarray:
     """Lengths at 16 kHz from file headers; -1 for unreadable files (skipped later, counted)."""
 
     def one(p):
@@ -68,7 +79,8 @@ def _probe_lengths(paths: Sequence[str], num_threads: int = 8) -> np.ndarray:
         return np.fromiter(pool.map(one, paths), dtype=np.int64, count=len(paths))
 
 
-def _file_loader(paths: Sequence[str]):
+def file_loader(paths: Sequence[str]):
+    """`load(i)`: decodes `paths[i]` to float32 [samples] at 16 kHz."""
     return lambda i: audio_lib.load_audio(paths[i], SR)
 
 
@@ -81,7 +93,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
     optionally `<TAB>language<TAB>transcript`; transcripts may instead come from `<split>.wrd`
     (one line per row, fairseq's fine-tuning layout). `path` may also name the .tsv file itself."""
     path = cfg["path"]
-    tsv = path if path.endswith(".tsv") else os.path.join(path, _split_name(cfg, split) + ".tsv")
+    tsv = path if path.endswith(".tsv") else os.path.join(path, split_name(cfg, split) + ".tsv")
     if not os.path.exists(tsv):
         raise FileNotFoundError(f"manifest {tsv} not found (split {split!r})")
     with open(tsv, encoding="utf-8") as f:
@@ -102,7 +114,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
             texts = [line.rstrip("\n") for line in f]
         if len(texts) != len(paths):
             raise ValueError(f"{wrd} has {len(texts)} lines, {tsv} has {len(paths)} rows")
-    _check_exist(paths, f"manifest {tsv}")
+    check_exist(paths, f"manifest {tsv}")
     has_text = any(t is not None for t in texts)
     return Source(
         f"manifest:{tsv}",
@@ -110,7 +122,7 @@ def manifest_source(cfg: Mapping, split: str) -> Source:
         lengths,
         [t or "" for t in texts] if has_text else None,
         paths,
-        _file_loader(paths),
+        file_loader(paths),
     )
 
 
@@ -140,13 +152,13 @@ def common_voice_source(cfg: Mapping, split: str) -> Source:
     release has it (CV >= 12), else from file headers."""
     paths, lengths, langs, texts = [], [], [], []
     for locale, ldir in _cv_locale_dirs(cfg["path"], list(cfg.get("languages") or [])):
-        tsv = os.path.join(ldir, _split_name(cfg, split) + ".tsv")
+        tsv = os.path.join(ldir, split_name(cfg, split) + ".tsv")
         if not os.path.exists(tsv):
             raise FileNotFoundError(f"Common Voice split file {tsv} not found")
         with open(tsv, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
         clip_paths = [os.path.join(ldir, "clips", r["path"]) for r in rows]
-        _check_exist(clip_paths, f"Common Voice {tsv}")
+        check_exist(clip_paths, f"Common Voice {tsv}")
         durations = {}
         dur_tsv = os.path.join(ldir, "clip_durations.tsv")
         if os.path.exists(dur_tsv):
@@ -158,7 +170,7 @@ def common_voice_source(cfg: Mapping, split: str) -> Source:
         if all(r["path"] in durations for r in rows):
             lens = np.array([durations[r["path"]] * SR // 1000 for r in rows], dtype=np.int64)
         else:
-            lens = _probe_lengths(clip_paths)
+            lens = probe_lengths(clip_paths)
         paths += clip_paths
         lengths.append(lens)
         langs += [r.get("locale") or locale for r in rows]
@@ -169,7 +181,7 @@ def common_voice_source(cfg: Mapping, split: str) -> Source:
         np.concatenate(lengths) if lengths else np.zeros(0, np.int64),
         texts,
         paths,
-        _file_loader(paths),
+        file_loader(paths),
     )
 
 
@@ -182,7 +194,7 @@ def mls_source(cfg: Mapping, split: str) -> Source:
     `<split>/audio/<speaker>/<book>/<utt_id>.flac` (or .opus); lengths from `segments.txt`
     (`utt_id<TAB>url<TAB>start<TAB>end`) when present. Language from the config or the folder
     name (`mls_german` -> "german")."""
-    sdir = os.path.join(cfg["path"], _split_name(cfg, split))
+    sdir = os.path.join(cfg["path"], split_name(cfg, split))
     with open(os.path.join(sdir, "transcripts.txt"), encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t", 1) for line in f if line.strip()]
     lang = cfg.get("language") or os.path.basename(os.path.normpath(cfg["path"])).removeprefix("mls_")
@@ -197,7 +209,7 @@ def mls_source(cfg: Mapping, split: str) -> Source:
                 ".flac",
             )
         paths.append(stem + ext)
-    _check_exist(paths, f"MLS {sdir}")
+    check_exist(paths, f"MLS {sdir}")
     seg_file = os.path.join(sdir, "segments.txt")
     lengths = None
     if os.path.exists(seg_file):
@@ -209,14 +221,14 @@ def mls_source(cfg: Mapping, split: str) -> Source:
         if all(u in seg for u, _ in rows):
             lengths = [seg[u] for u, _ in rows]
     if lengths is None:
-        lengths = _probe_lengths(paths)
+        lengths = probe_lengths(paths)
     return Source(
         f"mls:{sdir}",
         [lang] * len(rows),
         lengths,
         [t for _, t in rows],
         paths,
-        _file_loader(paths),
+        file_loader(paths),
     )
 
 
@@ -229,7 +241,7 @@ def tfrecord_source(cfg: Mapping, split: str) -> Source:
     `<path>/<split>-*.tfrecord` (or `path` as a glob), read by random access through the
     per-shard `.index.json` the writer leaves next to each shard."""
     path = cfg["path"]
-    pattern = path if any(c in path for c in "*?[") else os.path.join(path, _split_name(cfg, split) + "-*.tfrecord")
+    pattern = path if any(c in path for c in "*?[") else os.path.join(path, split_name(cfg, split) + "-*.tfrecord")
     files = sorted(glob.glob(pattern)) if "://" not in pattern else tfrecord.glob(pattern)
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {pattern}")
@@ -251,7 +263,16 @@ def tfds_source(cfg: Mapping, split: str) -> Source:
     reads every example once to learn lengths, languages and transcripts."""
     from data_pipelines import tfds_reader
 
-    return tfds_reader.tfds_source(cfg, _split_name(cfg, split))
+    return tfds_reader.tfds_source(cfg, split_name(cfg, split))
+
+
+def _reader_in(module: str, name: str):
+    """A reader that lives in its own module (imported on first use: those modules import this)."""
+
+    def read(cfg: Mapping, split: str) -> Source:
+        return getattr(importlib.import_module(module), name)(cfg, split)
+
+    return read
 
 
 READERS = {
@@ -260,6 +281,9 @@ READERS = {
     "mls": mls_source,
     "tfrecord": tfrecord_source,
     "tfds": tfds_source,
+    "voxlingua107": _reader_in("data_pipelines.voxlingua", "voxlingua107_source"),
+    "voxpopuli": _reader_in("data_pipelines.voxpopuli", "voxpopuli_source"),
+    "babel": _reader_in("data_pipelines.babel", "babel_source"),
 }
 
 
