@@ -29,6 +29,8 @@ setup(
         "tqdm>=4.60",
         # xlsr_jax.fileio: run-directory files (config, metrics, eval reports) on gs:// workdirs.
         "etils[epath]>=1.7,<2",
+        # convert hf-to-orbax with a hub model id (download into the hub cache).
+        "huggingface_hub>=1.0,<3",
         # tensorflow-datasets needs it to build datasets (etils epath) but does not declare it.
         "importlib_resources>=6",
     ],
@@ -38,6 +40,9 @@ setup(
         # librosa: the tests' independent resampler (tests/finetune_testlib.py); also what
         # experiments/benchmark_input.py compares the pipeline's soundfile + soxr decoding against.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "librosa>=0.11,<0.12"],
+        # CTC beam search with a KenLM n-gram (xlsr_jax.lm): flashlight's decoder, whose wheels carry
+        # KenLM (no compiler needed; pyctcdecode needs kenlm built from source and pins numpy<2).
+        "lm": ["flashlight-text==0.0.7"],
         # libtpu for ahead-of-time compilation for TPU topologies on a CPU host
         # (experiments/aot_compile.py, tests/training/test_aot_tpu.py); jax[tpu] picks the matching libtpu.
         "tpu": ["jax[tpu]>=0.10,<0.11"],

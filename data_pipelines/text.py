@@ -139,6 +139,7 @@ class Vocabulary:
         self.blank_id = 0
         self.unk_id = self.index["<unk>"]
         self.delimiter_id = self.index[WORD_DELIMITER]
+        self.special_ids = frozenset(self.index[t] for t in SPECIAL_TOKENS)  # by name, not position
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -166,7 +167,7 @@ class Vocabulary:
         out = []
         for i in ids:
             i = int(i)
-            if i < len(SPECIAL_TOKENS) or i >= len(self.tokens):
+            if i in self.special_ids or not 0 <= i < len(self.tokens):
                 continue
             t = self.tokens[i]
             out.append(" " if t == WORD_DELIMITER else t)

@@ -114,7 +114,8 @@ def stage_finetune_ctc(workdir: str, args: argparse.Namespace) -> dict:
 
 
 def stage_transcribe(workdir: str, args: argparse.Namespace) -> dict:
-    """Transcribes the first test clips of each language with `xlsr_jax.transcribe`."""
+    """Transcribes the first test clips of each language with `xlsr_jax.transcribe`, greedy and
+    with an LM made from the run's training transcripts."""
     import data_pipelines
     from xlsr_jax.transcribe import Transcriber
 
@@ -130,10 +131,29 @@ def stage_transcribe(workdir: str, args: argparse.Namespace) -> dict:
             refs.append(row[2])
     start = time.perf_counter()
     texts, errors = Transcriber(ckpt)(paths)
-    rows = [{"file": os.path.relpath(p, REPO), "reference": r, "transcript": t} for p, r, t in zip(paths, refs, texts)]
+    seconds = round(time.perf_counter() - start, 1)
+    # The same files with LM beam search: a trigram of the run's training transcripts (xlsr_jax.lm).
+    import ml_collections
+
+    from xlsr_jax import lm
+
+    os.makedirs(workdir, exist_ok=True)
+    arpa = os.path.join(workdir, "train_3gram.arpa")
+    lm.write_arpa(lm.training_sentences(ml_collections.ConfigDict(config_langs["data"])), arpa, order=3)
+    texts_lm, _ = Transcriber(ckpt, lm=arpa, alpha=1.0, beta=0.0)(paths)
+    rows = [
+        {"file": os.path.relpath(p, REPO), "reference": r, "transcript": t, "transcript_lm": t_lm}
+        for p, r, t, t_lm in zip(paths, refs, texts, texts_lm)
+    ]
     for row in rows:
-        log.info("%s\n    ref: %s\n    hyp: %s", row["file"], row["reference"], row["transcript"])
-    return {"seconds": round(time.perf_counter() - start, 1), "files": rows, "errors": errors}
+        log.info(
+            "%s\n    ref: %s\n    hyp: %s\n    +LM: %s",
+            row["file"],
+            row["reference"],
+            row["transcript"],
+            row["transcript_lm"],
+        )
+    return {"seconds": seconds, "lm": arpa, "files": rows, "errors": errors}
 
 
 def stage_export(workdir: str, args: argparse.Namespace) -> dict:
@@ -147,7 +167,7 @@ def stage_export(workdir: str, args: argparse.Namespace) -> dict:
     ckpt = os.path.join(os.path.dirname(workdir), "finetune_ctc", "checkpoints")
     transcriber = Transcriber(ckpt)
     loaded = transcriber.loaded
-    vocab = {t: i for i, t in enumerate(transcriber.vocabulary.tokens)}
+    vocab = {t: i for i, t in enumerate(transcriber.labels.tokens)}
     export_dir = pretrained.save_pretrained(
         os.path.join(workdir, "xlsr_jax"),
         loaded.params,

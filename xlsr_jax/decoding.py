@@ -4,9 +4,11 @@ Greedy decoding is the metric of the wav2vec 2.0 / XLS-R papers' "no LM" columns
 frame, collapse repeats, drop blanks. Error rates are corpus-level (total edits / total reference
 words or characters, as jiwer and fairseq's `wer` compute them), overall and per language.
 
-Beam search with an n-gram language model uses pyctcdecode (+ kenlm for the LM) when they are
-installed; they are optional, `beam_search_available()` says whether they are and
-`BeamSearchDecoder` raises an ImportError naming the missing package otherwise.
+`CTCLabels` is the one place that reads a vocabulary by token *name*, as transformers'
+`Wav2Vec2CTCTokenizer` does: the blank is the pad token, the word delimiter is the tokenizer's
+`word_delimiter_token` (possibly absent), and the other special tokens are whatever the tokenizer
+names them, at whatever ids the vocabulary gives them. Greedy transcripts (`CTCLabels.decode_ctc`)
+and the label lists handed to beam-search decoders (`xlsr_jax.lm`) are built from it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,153 @@ def greedy_decode(ids: np.ndarray, vocabulary: Any) -> list[str]:
 def label_texts(labels: np.ndarray, label_padding: np.ndarray, vocabulary: Any) -> list[str]:
     """Reference transcripts from a batch's labels ([batch, L] ids, padding True beyond the text)."""
     return [vocabulary.decode(row[~pad]) for row, pad in zip(np.asarray(labels), np.asarray(label_padding))]
+
+
+class UnsupportedVocabularyError(ValueError):
+    """A vocabulary/tokenizer layout that `CTCLabels` cannot decode as transformers does."""
+
+
+# Wav2Vec2CTCTokenizer's defaults (transformers/models/wav2vec2/tokenization_wav2vec2.py).
+HF_TOKENIZER_DEFAULTS = {
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "word_delimiter_token": "|",
+    "do_lower_case": False,
+}
+# Where an export keeps its tokenizer settings: `Pretrained.hf_extras[TOKENIZER_EXTRA]`.
+TOKENIZER_EXTRA = "tokenizer_config"
+# pyctcdecode's name for the unknown token in an alphabet (pyctcdecode/alphabet.py UNK_TOKEN).
+PYCTCDECODE_UNK = "\u2047"
+
+
+@dataclasses.dataclass(frozen=True)
+class CTCLabels:
+    """A CTC vocabulary read by token name, as `Wav2Vec2CTCTokenizer` reads it.
+
+    Attributes:
+      tokens: the token of each output id, [vocab] strings.
+      blank_id: id of the pad token, the CTC blank.
+      delimiter_id: id of the word delimiter token, or None when the vocabulary has none (then
+        words are not separated, as with transformers).
+      special_ids: ids of the named special tokens present (pad, unk, bos, eos and any
+        `additional_special_tokens`), blank included.
+      do_lower_case: transcripts are lower-cased (a vocabulary of upper-case letters).
+    """
+
+    tokens: tuple[str, ...]
+    blank_id: int
+    delimiter_id: int | None
+    special_ids: frozenset[int]
+    do_lower_case: bool = False
+
+    @classmethod
+    def from_vocab(cls, vocab: Mapping[str, int], tokenizer_config: Mapping[str, Any] | None = None) -> CTCLabels:
+        """Builds the labels from `vocab.json` content and tokenizer settings.
+
+        Args:
+          vocab: {token: id}, ids a permutation of 0..V-1.
+          tokenizer_config: tokenizer_config.json / special_tokens_map.json fields (pad_token,
+            unk_token, bos_token, eos_token, word_delimiter_token, do_lower_case,
+            additional_special_tokens); missing fields take `HF_TOKENIZER_DEFAULTS`.
+        Raises:
+          UnsupportedVocabularyError: nested (multi-lingual) vocab, ids not 0..V-1, or a pad
+            token that is not in the vocabulary (one line naming the field).
+        """
+        settings = {**HF_TOKENIZER_DEFAULTS, **dict(tokenizer_config or {})}  # an explicit None = no such token
+        if not vocab or not all(isinstance(i, int) for i in vocab.values()):
+            raise UnsupportedVocabularyError(
+                "vocab.json: expected one flat {token: id} vocabulary (a per-language nested vocab is not supported)"
+            )
+        tokens: list[str | None] = [None] * len(vocab)
+        for token, i in vocab.items():
+            if not 0 <= i < len(tokens) or tokens[i] is not None:
+                raise UnsupportedVocabularyError(f"vocab.json: ids must be a permutation of 0..{len(vocab) - 1}")
+            tokens[i] = token
+        index = {t: i for i, t in enumerate(tokens)}
+        pad = _token_name(settings["pad_token"])
+        if pad not in index:
+            raise UnsupportedVocabularyError(
+                f"tokenizer_config.json: pad_token {pad!r} (the CTC blank) is not in vocab.json"
+            )
+        names = [_token_name(settings.get(k)) for k in ("pad_token", "unk_token", "bos_token", "eos_token")]
+        names += [_token_name(t) for t in settings.get("additional_special_tokens") or ()]
+        delimiter = _token_name(settings.get("word_delimiter_token"))
+        return cls(
+            tokens=tuple(tokens),
+            blank_id=index[pad],
+            delimiter_id=index.get(delimiter),
+            special_ids=frozenset(index[n] for n in names if n in index and n != delimiter),
+            do_lower_case=bool(settings.get("do_lower_case", False)),
+        )
+
+    @classmethod
+    def of_vocabulary(cls, vocabulary: Any) -> CTCLabels:
+        """The labels of a training vocabulary (`data_pipelines.Vocabulary`, HF default names)."""
+        return cls.from_vocab({t: i for i, t in enumerate(vocabulary.tokens)})
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def collapse(self, ids: Iterable[int]) -> list[tuple[int, int, int]]:
+        """CTC collapse of per-frame ids: (id, first frame, end frame) per kept token.
+
+        Repeats merge, then blanks are dropped (transformers' `convert_tokens_to_string` order).
+        """
+        out: list[tuple[int, int, int]] = []
+        prev, start = None, 0
+        ids = [int(i) for i in ids]
+        for t, i in enumerate([*ids, -1]):
+            if i != prev:
+                if prev is not None and prev != self.blank_id:
+                    out.append((prev, start, t))
+                prev, start = i, t
+        return out
+
+    def token_text(self, i: int) -> str:
+        """The text of one kept token: the delimiter is a space, other tokens their name."""
+        return " " if i == self.delimiter_id else self.tokens[i]
+
+    def text(self, token_ids: Iterable[int]) -> str:
+        """Collapsed token ids -> transcript, as `Wav2Vec2CTCTokenizer.decode` joins them.
+
+        Blanks are dropped, the delimiter becomes a space, other tokens (specials included, as
+        transformers' `batch_decode` keeps them) are joined, the ends stripped, lower-cased when
+        the tokenizer says so.
+        """
+        text = "".join(self.token_text(i) for i in token_ids if i != self.blank_id).strip()
+        return text.lower() if self.do_lower_case else text
+
+    def decode_ctc(self, ids: Iterable[int]) -> str:
+        """Greedy CTC transcript of per-frame ids [frames] (== `Wav2Vec2Processor.batch_decode`)."""
+        return self.text(i for i, _, _ in self.collapse(ids))
+
+    def pyctcdecode_labels(self) -> list[str]:
+        """The label list in id order as pyctcdecode's `alphabet.json` wants it.
+
+        Exactly one "" (the blank), " " for the delimiter, pyctcdecode's unknown sign for the unk
+        token and each other special token under its own name (unique, so pyctcdecode never
+        reports duplicate entries), whatever ids the vocabulary gives them.
+        """
+        labels = []
+        for i, token in enumerate(self.tokens):
+            if i == self.blank_id:
+                labels.append("")
+            elif i == self.delimiter_id:
+                labels.append(" ")
+            elif i in self.special_ids and token in ("<unk>", "[UNK]"):
+                labels.append(PYCTCDECODE_UNK)
+            else:
+                labels.append(token)
+        return labels
+
+
+def _token_name(token: Any) -> str | None:
+    """A tokenizer setting's token name (tokenizer_config.json may hold an AddedToken dict)."""
+    if isinstance(token, Mapping):
+        return token.get("content")
+    return token
 
 
 @dataclasses.dataclass
@@ -131,78 +280,6 @@ def error_rates_by_language(
         total.add(counts)
     out["all"] = total
     return out
-
-
-def beam_search_available() -> tuple[bool, str]:
-    """(True, "") when pyctcdecode is importable, else (False, reason)."""
-    try:
-        import pyctcdecode  # noqa: F401
-    except ImportError:
-        return False, "pyctcdecode is not installed (pip install pyctcdecode; kenlm for an n-gram LM)"
-    return True, ""
-
-
-class BeamSearchDecoder:
-    """CTC prefix beam search with an optional KenLM n-gram (pyctcdecode), for one vocabulary.
-
-    pyctcdecode wants the label list in id order with "" for the blank and " " for the word
-    delimiter; our specials other than the blank never appear in transcripts, so they map to ""
-    too (pyctcdecode drops empty labels from the output).
-    """
-
-    def __init__(
-        self,
-        vocabulary: Any,
-        kenlm_model: str | None = None,
-        *,
-        alpha: float = 0.5,
-        beta: float = 1.0,
-        beam_width: int = 100,
-    ):
-        """Builds the decoder.
-
-        Args:
-          vocabulary: `data_pipelines.Vocabulary`.
-          kenlm_model: path of an ARPA or binary KenLM model; None = beam search without an LM.
-          alpha, beta: LM weight and word-insertion bonus (pyctcdecode's names).
-          beam_width: hypotheses kept per frame.
-        Raises:
-          ImportError: pyctcdecode (or kenlm, when an LM is given) is not installed.
-        """
-        ok, reason = beam_search_available()
-        if not ok:
-            raise ImportError(reason)
-        import pyctcdecode
-
-        labels = []
-        for i, token in enumerate(vocabulary.tokens):
-            if token == "|":
-                labels.append(" ")
-            elif i == vocabulary.blank_id or token.startswith("<"):
-                labels.append("")
-            else:
-                labels.append(token)
-        if kenlm_model:
-            try:
-                import kenlm  # noqa: F401
-            except ImportError as e:
-                raise ImportError("an n-gram LM needs kenlm (pip install kenlm)") from e
-        self._decoder = pyctcdecode.build_ctcdecoder(labels, kenlm_model_path=kenlm_model, alpha=alpha, beta=beta)
-        self.beam_width = beam_width
-
-    def decode(self, log_probs: np.ndarray, frame_padding: np.ndarray) -> list[str]:
-        """Transcripts of a batch.
-
-        Args:
-          log_probs: float [batch, frames, vocab] log-softmax outputs.
-          frame_padding: bool [batch, frames], True at padding (dropped before decoding).
-        Returns:
-          One string per row.
-        """
-        out = []
-        for lp, pad in zip(np.asarray(log_probs, np.float32), np.asarray(frame_padding)):
-            out.append(" ".join(self._decoder.decode(lp[~pad], beam_width=self.beam_width).split()))
-        return out
 
 
 def write_report(

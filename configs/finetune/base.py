@@ -71,6 +71,12 @@ def finetune_config(
 
     config.eval.split = "dev"  # WER/CER (ctc) or accuracy (lid) on this split at every eval
     config.eval.num_batches = 1000  # the whole dev split of the usual corpora
+    # ctc: also decode with a KenLM word n-gram (xlsr_jax.lm) and report wer_lm / cer_lm ("" = off).
+    config.eval.lm = ""
+    config.eval.lm_lexicon = ""  # words the search may output ("" = the ARPA file's unigrams)
+    config.eval.lm_alpha = 0.5  # LM weight; tune with python -m xlsr_jax.evaluate --tune
+    config.eval.lm_beta = 1.0  # score per word
+    config.eval.lm_beam_width = 100
     config.init.checkpoint = init_checkpoint  # the pretrained model to fine-tune ("" = from scratch)
     return config
 

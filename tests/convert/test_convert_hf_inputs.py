@@ -275,3 +275,18 @@ def test_damaged_pytorch_bin_is_one_line_naming_the_file(kind, model_folder, tmp
     (folder / hf_io.TORCH_BIN).write_bytes(new)
     err = _one_line_error(capsys, ["hf-to-orbax", str(folder), str(tmp_path / "out")])
     assert str(folder / hf_io.TORCH_BIN) in err
+
+
+@pytest.mark.parametrize(
+    "name,content,field",
+    [
+        ("vocab.json", "{not json", "not valid JSON"),
+        ("vocab.json", "[1, 2]", "expected a JSON object"),
+        ("tokenizer_config.json", "{", "not valid JSON"),
+    ],
+)
+def test_malformed_tokenizer_files_are_one_line_naming_the_file(name, content, field, tmp_path, capsys):
+    _ctc_folder(tmp_path / "hf")
+    (tmp_path / "hf" / name).write_text(content)
+    err = _one_line_error(capsys, ["hf-to-orbax", str(tmp_path / "hf"), str(tmp_path / "out")])
+    assert str(tmp_path / "hf" / name) in err and field in err

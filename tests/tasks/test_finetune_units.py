@@ -161,20 +161,6 @@ def test_greedy_decoding_collapses_repeats_and_blanks():
     assert decoding.greedy_decode(np.asarray(ids), vocab) == ["aa b"]
 
 
-def test_beam_search_matches_greedy_on_peaked_outputs():
-    ok, reason = decoding.beam_search_available()
-    if not ok:
-        pytest.skip(reason)
-    from data_pipelines import Vocabulary
-
-    vocab = Vocabulary(["<pad>", "<s>", "</s>", "<unk>", "|", "a", "b"])
-    logits = np.full((1, 6, 7), -20.0, np.float32)
-    for t, i in enumerate([5, 0, 4, 6, 6, 0]):
-        logits[0, t, i] = 0.0
-    beam = decoding.BeamSearchDecoder(vocab, beam_width=8)
-    assert beam.decode(jax.nn.log_softmax(logits, -1), np.zeros((1, 6), bool)) == ["a b"]
-
-
 def test_finetune_configs_build():
     from configs.finetune import common_voice, demo_ctc, demo_lid, mls
 

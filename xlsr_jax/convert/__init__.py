@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from xlsr_jax import decoding
 from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
@@ -45,7 +46,7 @@ __all__ = [
     "tables",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("xlsr_jax.convert")
 
 # HF leaves out masked_spec_embed when masking is off; our model always has the parameter.
 _MASK_EMBED = r"(wav2vec2\.)?masked_spec_embed"
@@ -92,8 +93,12 @@ def hf_to_orbax(
     overrides: Mapping[str, Any] | None = None,
     audio: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    revision: str | None = None,
 ) -> str:
     """Converts a transformers Wav2Vec2 folder (config.json + safetensors/bin) to our checkpoint.
+
+    `hf_folder` may also be a hub model id (`facebook/wav2vec2-xls-r-300m`), fetched into the
+    hub cache at `revision` (`hf_io.resolve_hf_source`).
 
     A CTC folder's vocab.json (if present) is carried along for the way back. The audio settings
     (`sampling_rate`, `do_normalize`) are read as transformers reads them (`hf_io.read_audio_settings`);
@@ -104,6 +109,7 @@ def hf_to_orbax(
     """
     from xlsr_jax import pretrained
 
+    hf_folder = hf_io.resolve_hf_source(hf_folder, revision)
     config_path = os.path.join(os.fspath(hf_folder), hf_io.CONFIG)
     hf_config = hf_io.read_hf_config(hf_folder)
     with _naming(config_path):
@@ -111,7 +117,7 @@ def hf_to_orbax(
     state = hf_io.read_hf_state(hf_folder)
     with _naming(f"{hf_folder} ({hf_io.CONFIG} vs weights)"):
         config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
-    vocab = _read_json_if_exists(os.path.join(os.fspath(hf_folder), "vocab.json"))
+    vocab = hf_io.read_ctc_vocab(hf_folder)
     # A head that transcribes or classifies raw audio gives different answers at another rate or
     # normalisation: there the settings must be stated, by a file or explicitly.
     audio = hf_io.read_audio_settings(
@@ -132,8 +138,23 @@ def hf_to_orbax(
             else f"the convention of {config.feat_extract_norm}-norm models",
         )
         audio[key] = defaults[key]
-    if vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
-        vocab = None  # multi-lingual (MMS-style) nested vocab: not carried
+    if arch == "Wav2Vec2ForCTC" and vocab is not None:
+        tokenizer = hf_io.read_tokenizer_settings(hf_folder)
+        if all(isinstance(i, int) for i in vocab.values()):
+            # Added tokens past the CTC head (a tokenizer longer than the head) are never output.
+            dropped = sorted(t for t, i in vocab.items() if i >= config.vocab_size)
+            if dropped:
+                log.warning("%s: tokens %s lie past the CTC head's %d outputs", hf_folder, dropped, config.vocab_size)
+            vocab = {t: i for t, i in vocab.items() if i < config.vocab_size}
+        # The layout must decode as transformers decodes it; one line naming the field if not.
+        labels = decoding.CTCLabels.from_vocab(vocab, tokenizer)
+        if len(labels) != config.vocab_size:
+            raise decoding.UnsupportedVocabularyError(
+                f"{hf_folder}: vocab.json has {len(labels)} tokens but the CTC head has {config.vocab_size} outputs"
+            )
+        extras[decoding.TOKENIZER_EXTRA] = tokenizer
+    elif vocab is not None and not all(isinstance(v, int) for v in vocab.values()):
+        vocab = None  # not a CTC model: the nested vocab is not carried
     return pretrained.save_pretrained(
         out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
     )
@@ -172,6 +193,9 @@ def orbax_to_hf(
     *,
     vocab: Mapping[str, int] | None = None,
     labels: list[str] | None = None,
+    lm: str | None = None,
+    alpha: float = 0.5,
+    beta: float = 1.0,
     overwrite: bool = False,
 ) -> str:
     """Converts our exported checkpoint to a transformers folder that `from_pretrained` loads.
@@ -179,6 +203,9 @@ def orbax_to_hf(
     Writes config.json, model.safetensors and preprocessor_config.json; for CTC models also
     vocab.json, tokenizer_config.json and special_tokens_map.json (from `vocab`, else the
     checkpoint's stored vocabulary) so `Wav2Vec2Processor.from_pretrained` works.
+
+    With `lm` (a KenLM file), a CTC folder also gets `alphabet.json` and `language_model/`
+    (with `alpha`/`beta`), the layout `Wav2Vec2ProcessorWithLM.from_pretrained` loads.
 
     For a classifier, `labels` (class names in id order, e.g. the language codes of a language-ID
     run) become config.json's id2label / label2id.
@@ -191,6 +218,7 @@ def orbax_to_hf(
 
     loaded = pretrained.load_pretrained(ckpt_dir)
     extras = dict(loaded.hf_extras)
+    tokenizer = extras.pop(decoding.TOKENIZER_EXTRA, None)  # tokenizer files, not config.json
     if labels is not None:
         if len(labels) != loaded.config.num_labels:
             raise ValueError(f"{len(labels)} labels given but the classifier has {loaded.config.num_labels} outputs")
@@ -213,8 +241,16 @@ def orbax_to_hf(
             raise ValueError(
                 f"vocabulary has {len(vocab)} tokens but the CTC head has {loaded.config.vocab_size} outputs"
             )
-        files.update(hf_io.ctc_tokenizer_files(vocab, loaded.config.pad_token_id))
-    return hf_io.write_hf_folder(out_folder, hf_config, state, json_files=files, overwrite=overwrite)
+        files.update(hf_io.ctc_tokenizer_files(vocab, loaded.config.pad_token_id, tokenizer))
+    out = hf_io.write_hf_folder(out_folder, hf_config, state, json_files=files, overwrite=overwrite)
+    if lm is not None:
+        from xlsr_jax import lm as lm_lib
+
+        if loaded.architecture != "Wav2Vec2ForCTC":
+            raise ValueError(f"{ckpt_dir}: --lm needs a CTC model, not {loaded.architecture}")
+        labels = decoding.CTCLabels.from_vocab(vocab, tokenizer)
+        lm_lib.write_processor_lm_files(out, labels, lm, alpha=alpha, beta=beta)
+    return out
 
 
 @contextlib.contextmanager

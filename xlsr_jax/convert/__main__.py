@@ -2,9 +2,10 @@
 
 Examples:
   python -m xlsr_jax.convert hf-to-orbax path/to/wav2vec2-xls-r-300m ckpt/xlsr300m
+  python -m xlsr_jax.convert hf-to-orbax facebook/wav2vec2-xls-r-300m ckpt/xlsr300m [--revision REV]
   python -m xlsr_jax.convert fairseq-to-orbax xlsr_53_56k.pt ckpt/xlsr53 --override scan_layers=true
   python -m xlsr_jax.convert fairseq-to-orbax ft_ctc.pt ckpt/ctc --dict dict.ltr.txt
-  python -m xlsr_jax.convert orbax-to-hf ckpt/ctc hf_out/ [--vocab vocab.json]
+  python -m xlsr_jax.convert orbax-to-hf ckpt/ctc hf_out/ [--vocab vocab.json] [--lm lm.arpa]
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     h = sub.add_parser("hf-to-orbax", parents=[common], help="transformers Wav2Vec2 folder -> our checkpoint")
-    h.add_argument("hf_folder", help="folder with config.json and model.safetensors / pytorch_model.bin")
+    h.add_argument(
+        "hf_folder", help="folder with config.json and model.safetensors / pytorch_model.bin, or a hub model id"
+    )
+    h.add_argument("--revision", default=None, help="hub id: branch, tag or commit (default main)")
     h.add_argument("out_dir", help="checkpoint directory to create")
     h.add_argument(
         "--override",
@@ -82,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("out_folder", help="transformers folder to create")
     o.add_argument("--vocab", help="CTC: vocab.json {token: id} if the checkpoint has none")
     o.add_argument("--labels", help="classifier: JSON list of class names in id order (e.g. language codes)")
+    o.add_argument("--lm", help="CTC: KenLM file to add as language_model/ (Wav2Vec2ProcessorWithLM)")
+    o.add_argument("--alpha", type=float, default=0.5, help="with --lm: LM weight stored in attrs.json")
+    o.add_argument("--beta", type=float, default=1.0, help="with --lm: word score stored in attrs.json")
     return p
 
 
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides=_parse_overrides(args.override),
                 audio={"sampling_rate": args.sampling_rate, "do_normalize": args.do_normalize},
                 overwrite=args.overwrite,
+                revision=args.revision,
             )
         elif args.command == "fairseq-to-orbax":
             out = convert.fairseq_to_orbax(
@@ -120,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
                 with open(args.labels, encoding="utf-8") as fh:
                     labels = json.load(fh)
             out = convert.orbax_to_hf(
-                args.ckpt_dir, args.out_folder, vocab=vocab, labels=labels, overwrite=args.overwrite
+                args.ckpt_dir,
+                args.out_folder,
+                vocab=vocab,
+                labels=labels,
+                lm=args.lm,
+                alpha=args.alpha,
+                beta=args.beta,
+                overwrite=args.overwrite,
             )
     except (
         convert.ConfigError,

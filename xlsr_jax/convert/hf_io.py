@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,42 @@ PROCESSOR_KEYS = ("feature_extractor", "audio_processor")
 FEATURE_EXTRACTOR_DEFAULTS = {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True}
 
 log = logging.getLogger(__name__)
+
+
+# A hub model id: "name" or "owner/name" (huggingface_hub's repo id characters).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve_hf_source(source: str | os.PathLike, revision: str | None = None) -> str:
+    """A local transformers folder as is, or a hub model id downloaded into the hub cache.
+
+    Hub ids (`facebook/wav2vec2-xls-r-300m`) go through `huggingface_hub.snapshot_download` (its
+    cache, `HF_HOME`, token and `HF_HUB_OFFLINE` apply): the JSON files and safetensors weights,
+    or `pytorch_model.bin*` when the repository has no safetensors.
+
+    Raises:
+      FileNotFoundError: neither a folder nor a downloadable id (one line with the reason, e.g.
+        offline with nothing cached).
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source) or os.path.exists(source) or not _HUB_ID.match(source):
+        return source
+    try:
+        import huggingface_hub
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise FileNotFoundError(f"{source}: no such folder (hub ids need huggingface_hub)") from e
+    try:
+        fetch = huggingface_hub.snapshot_download
+        folder = fetch(source, revision=revision, allow_patterns=["*.json", "*.safetensors"])
+        if not any(os.path.isfile(os.path.join(folder, f)) for f in (SAFETENSORS, SAFETENSORS_INDEX)):
+            folder = fetch(source, revision=revision, allow_patterns=["*.json", "pytorch_model.bin*"])
+    except Exception as e:  # huggingface_hub raises its own HTTP/offline/repository errors
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"{source}: not a local folder, and the hub download failed ({type(e).__name__}: {reason}); "
+            "check the id and revision, or the network (HF_HUB_OFFLINE=1 uses only the cache)"
+        ) from e
+    return folder
 
 
 def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -243,11 +280,96 @@ def preprocessor_config(
     }
 
 
-def ctc_tokenizer_files(vocab: Mapping[str, int], pad_token_id: int) -> dict[str, Any]:
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+# The tokenizer_config.json fields that change a CTC transcript (decoding.CTCLabels reads them).
+TOKENIZER_FIELDS = (
+    "pad_token",
+    "unk_token",
+    "bos_token",
+    "eos_token",
+    "word_delimiter_token",
+    "do_lower_case",
+    "additional_special_tokens",
+)
+
+
+def read_tokenizer_settings(folder: str | os.PathLike) -> dict[str, Any]:
+    """The tokenizer fields of a transformers folder (special_tokens_map.json, then
+    tokenizer_config.json over it, as `from_pretrained` reads them); {} when neither exists.
+    AddedToken dicts are reduced to their `content`; an explicit null is kept (token absent)."""
+    settings: dict[str, Any] = {}
+    for name in (SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG):
+        path = os.path.join(os.fspath(folder), name)
+        if not os.path.isfile(path):
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        for key in TOKENIZER_FIELDS:
+            if key in data:
+                value = data[key]
+                settings[key] = value.get("content") if isinstance(value, Mapping) else value
+    return settings
+
+
+def read_ctc_vocab(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """vocab.json plus the tokenizer's added tokens ({token: id}), as `Wav2Vec2CTCTokenizer` ids
+    them: `added_tokens.json` and tokenizer_config.json's `added_tokens_decoder` give tokens
+    outside vocab.json (e.g. `<s>`/`</s>` appended after `[PAD]` by the XLS-R fine-tuning blog's
+    recipe). None when there is no vocab.json; a nested (per-language) vocab is returned as is."""
+    folder = os.fspath(folder)
+    path = os.path.join(folder, "vocab.json")
+    if not os.path.isfile(path):
+        return None
+    vocab = read_json(path)
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{path}: expected a JSON object {{token: id}}, got {type(vocab).__name__}")
+    if not all(isinstance(i, int) for i in vocab.values()):
+        return vocab
+    added: dict[str, int] = {}
+    added_path = os.path.join(folder, "added_tokens.json")
+    if os.path.isfile(added_path):
+        extra = read_json(added_path)
+        if not isinstance(extra, dict):
+            raise ValueError(f"{added_path}: expected a JSON object {{token: id}}, got {type(extra).__name__}")
+        added.update(extra)
+    config_path = os.path.join(folder, TOKENIZER_CONFIG)
+    if os.path.isfile(config_path):
+        tokenizer_config = read_json(config_path)
+        if not isinstance(tokenizer_config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object, got {type(tokenizer_config).__name__}")
+        decoder = tokenizer_config.get("added_tokens_decoder") or {}
+        added.update({entry["content"]: int(i) for i, entry in decoder.items()})
+    for token, i in sorted(added.items(), key=lambda kv: kv[1]):
+        if token not in vocab:
+            vocab[token] = int(i)
+    return vocab
+
+
+def ctc_tokenizer_files(
+    vocab: Mapping[str, int], pad_token_id: int, tokenizer: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """vocab.json, tokenizer_config.json and special_tokens_map.json for `Wav2Vec2CTCTokenizer`.
 
-    The CTC blank is HF's pad token; its name is whatever `vocab` maps to `pad_token_id`.
+    With `tokenizer` (settings read by `read_tokenizer_settings` at conversion) those are written
+    back as they were. Otherwise the CTC blank is HF's pad token, named whatever `vocab` maps to
+    `pad_token_id`, and the other specials take the names our vocabularies use.
     """
+    if tokenizer:
+        settings = dict(tokenizer)
+        tokenizer_config = {
+            "tokenizer_class": "Wav2Vec2CTCTokenizer",
+            "replace_word_delimiter_char": " ",
+            "processor_class": "Wav2Vec2Processor",
+            **settings,
+        }
+        special = {k: v for k, v in settings.items() if k.endswith("_token") and k != "word_delimiter_token"}
+        return {
+            "vocab.json": {t: int(i) for t, i in sorted(vocab.items(), key=lambda kv: kv[1])},
+            "tokenizer_config.json": tokenizer_config,
+            "special_tokens_map.json": special,
+        }
     by_id = {int(i): t for t, i in vocab.items()}
     if len(by_id) != len(vocab):
         raise ValueError("vocab maps two tokens to the same id")
