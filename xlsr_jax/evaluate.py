@@ -5,7 +5,7 @@
 
 The data, vocabulary and model come from the config stored with the run's checkpoint (newest
 step, or the step directory given); batches and decoding are the trainer's evaluation
-(`tasks.common.collect_eval_records` + `tasks.ctc.ctc_report`), so `--split` = the run's
+(`tasks.finetune.collect_eval_records` + `tasks.ctc.ctc_report`), so `--split` = the run's
 `eval.split` gives the numbers the trainer logged for that step (`eval/wer`, `eval/cer`).
 `--config.eval.x=y`-style changes are `--num_batches` and the LM flags.
 

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,11 +67,22 @@ class Pretrained:
         return models.model_class(self.architecture)(self.config)
 
 
+_cli_handler: logging.Handler | None = None
+
+
 def setup_cli_logging() -> None:
     """Logging of the command-line tools: warnings, plus the line saying which checkpoint
-    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on stderr."""
+    `load_pretrained` read (e.g. "loaded step 20 (the newest) of runs/sw ...") on the current
+    stderr, whatever the root logger's configuration (one handler, replaced on every call)."""
+    global _cli_handler
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if _cli_handler is not None:
+        log.removeHandler(_cli_handler)
+    _cli_handler = logging.StreamHandler(sys.stderr)
+    _cli_handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_cli_handler)
     log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def default_audio_settings(config: Wav2Vec2Config) -> dict[str, Any]:
@@ -221,21 +233,37 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
         raise ValueError(f"{found.config_item}: run config has no `model` section")  # noqa: TRY004
     names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}
-    arch = checkpointing.run_architecture(run, found.config_item)
+    architecture = checkpointing.run_architecture(run, found.config_item)
     hf_extras = {}
     languages = list(data.get("languages") or [])
-    if arch == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
+    if architecture == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
         # A language-ID run's classes are its data.languages, in id order (xlsr_jax.tasks.lid).
         hf_extras["id2label"] = {str(i): lang for i, lang in enumerate(languages)}
         hf_extras["label2id"] = {lang: i for i, lang in enumerate(languages)}
     meta = {
-        "architecture": arch,
+        "architecture": architecture,
         "config": {k: v for k, v in run["model"].items() if k in names},
         "hf_extras": hf_extras,
-        "vocab": None,
+        "vocab": run_vocabulary(run, found.path) if architecture == "Wav2Vec2ForCTC" else None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
     return meta, run
+
+
+def run_vocabulary(run: Mapping[str, Any], where: str) -> dict[str, int] | None:
+    """A CTC run's vocabulary {token: id}, rebuilt from its data config as the input pipeline built
+    it for training (`data.vocabulary.path`, else the train transcripts); None (with a warning)
+    when the corpus is not readable here."""
+    import ml_collections
+
+    import data_pipelines
+
+    try:
+        vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(dict(run.get("data") or {})))
+    except Exception as e:  # noqa: BLE001 - a corpus or data config this machine cannot read: carry on without
+        log.warning("%s: cannot rebuild the run's CTC vocabulary from its data config (%s)", where, e)
+        return None
+    return {token: i for i, token in enumerate(vocabulary.tokens)}
 
 
 def _numpy_target(tree: Any) -> Any:

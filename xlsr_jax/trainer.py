@@ -362,6 +362,7 @@ def train_and_evaluate(
       NonFiniteTrainingError: `train.max_consecutive_bad_steps` non-finite steps in a row.
     """
     input_builder = input_builder or _default_input_builder
+    workdir = fileio.abspath(workdir)  # Orbax needs absolute paths (`--workdir runs/sw` is relative)
     total_steps = config.train.total_steps
 
     # --- Mesh; then task, optimizer, sharded state and the jitted step (`build_training`).

@@ -85,13 +85,13 @@ def load_labels(ckpt: str, loaded: Any):
     import data_pipelines
     from xlsr_jax import decoding
 
+    run = loaded.run_config
+    if run is not None and "data" in run:  # a training run: the vocabulary as the pipeline built it
+        vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
+        return decoding.CTCLabels.of_vocabulary(vocabulary)
     if loaded.vocab:
         return decoding.CTCLabels.from_vocab(loaded.vocab, loaded.hf_extras.get(decoding.TOKENIZER_EXTRA))
-    run = loaded.run_config
-    if run is None or "data" not in run:
-        raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
-    vocabulary = data_pipelines.build_vocabulary(ml_collections.ConfigDict(run["data"]))
-    return decoding.CTCLabels.of_vocabulary(vocabulary)
+    raise ValueError(f"{ckpt}: no vocabulary stored with the checkpoint and no run config to rebuild it")
 
 
 class Transcriber:

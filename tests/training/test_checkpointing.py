@@ -81,7 +81,7 @@ def test_checkpoint_saved_on_8_devices_restores_on_1(tmp_path):
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import NamedSharding, PartitionSpec as P
         from xlsr_jax import checkpointing, sharding
-        from tests.test_checkpointing import _tree
+        from tests.training.test_checkpointing import _tree
         assert jax.device_count() == 8
         mesh = sharding.create_mesh(data=1, fsdp=8)
         spec = {{"encoder": {{"kernel": P("fsdp", None), "bias": P("fsdp")}},
