@@ -134,8 +134,11 @@ def test_hf_config_mapping():
     # HF's apply_spec_augment=False is masking off.
     off, _, _ = configs.hf_to_config({"apply_spec_augment": False, "mask_time_prob": 0.5})
     assert off.mask_time_prob == 0.0
-    with pytest.raises(configs.ConfigError, match="add_adapter"):
-        configs.hf_to_config({"add_adapter": True})
+    # The speech-translation adapter maps field by field; HF's resolved width equal to
+    # hidden_size reads back as ours "same as hidden_size".
+    adapter, _, _ = configs.hf_to_config({"add_adapter": True, "output_hidden_size": 768, "adapter_stride": 3})
+    assert adapter.add_adapter and adapter.output_hidden_size is None and adapter.adapter_stride == 3
+    assert configs.config_to_hf(adapter, "Wav2Vec2Model")["output_hidden_size"] == 768
     with pytest.raises(configs.ConfigError, match="Wav2Vec2ForXVector"):
         configs.hf_to_config({"architectures": ["Wav2Vec2ForXVector"]})
     with pytest.raises(configs.ConfigError, match="model_type"):

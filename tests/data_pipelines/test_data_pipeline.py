@@ -302,7 +302,7 @@ def test_demo_corpus_config_all_tasks():
         assert pipe.languages == list(data_pipelines.DEMO_LANGUAGES)
         batch = next(pipe)
         assert batch["audio"].shape[0] == 4
-        assert ("labels" in batch) == (task == "ctc")
+        assert ("labels" in batch) == (task in ("ctc", "st"))
     assert pipe.num_batches >= 80 // 4
 
 

@@ -2,7 +2,8 @@
 
 Python API (the CLI `python -m xlsr_jax.convert` / `xlsr-convert` wraps these):
 
-  hf_to_orbax(hf_folder, out_dir)          transformers Wav2Vec2 folder -> exported checkpoint
+  hf_to_orbax(hf_folder, out_dir)          transformers Wav2Vec2 or SpeechEncoderDecoderModel
+                                           (XLS-R translation) folder -> exported checkpoint
   fairseq_to_orbax(pt_file, out_dir)       fairseq wav2vec 2.0 .pt (pretrained or CTC) -> same
   orbax_to_hf(ckpt_dir, out_folder)        exported checkpoint -> transformers folder
 
@@ -28,6 +29,7 @@ from xlsr_jax import decoding
 from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
+from xlsr_jax.convert import speech_translation as st
 from xlsr_jax.convert.configs import ConfigError
 from xlsr_jax.convert.params import CheckpointMismatchError
 from xlsr_jax.convert.torch_pickle import UnsafeCheckpointError
@@ -112,9 +114,12 @@ def hf_to_orbax(
     hf_folder = hf_io.resolve_hf_source(hf_folder, revision)
     config_path = os.path.join(os.fspath(hf_folder), hf_io.CONFIG)
     hf_config = hf_io.read_hf_config(hf_folder)
-    with _naming(config_path):
-        configs.hf_to_config(hf_config, **dict(overrides or {}))  # every field checked before reading weights
+    if hf_config.get("model_type") != st.MODEL_TYPE:  # a wav2vec2 config: every field checked first
+        with _naming(config_path):
+            configs.hf_to_config(hf_config, **dict(overrides or {}))
     state = hf_io.read_hf_state(hf_folder)
+    if hf_config.get("model_type") == st.MODEL_TYPE:
+        return _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite)
     with _naming(f"{hf_folder} ({hf_io.CONFIG} vs weights)"):
         config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
     vocab = hf_io.read_ctc_vocab(hf_folder)
@@ -217,6 +222,8 @@ def orbax_to_hf(
     from xlsr_jax import pretrained
 
     loaded = pretrained.load_pretrained(ckpt_dir)
+    if loaded.architecture == pretrained.SPEECH_TRANSLATION:
+        return _translation_to_hf(loaded, out_folder, overwrite)
     extras = dict(loaded.hf_extras)
     tokenizer = extras.pop(decoding.TOKENIZER_EXTRA, None)  # tokenizer files, not config.json
     if labels is not None:
@@ -262,6 +269,87 @@ def _naming(source: str):
         if str(e).startswith(source):
             raise
         raise type(e)(f"{source}: {e}") from None
+
+
+def _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite) -> str:
+    """SpeechEncoderDecoderModel folder -> our checkpoint, with its generation settings
+    (generation_config.json, else the config's token ids) and its tokenizer files."""
+    from xlsr_jax import generation, pretrained
+
+    folder = os.fspath(hf_folder)
+    config, extras = st.hf_to_st_config(hf_config, **dict(overrides or {}))
+    params = st.hf_state_to_st_params(state, config)
+    defaults = {
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "max_length": config.decoder.max_position_embeddings,
+        **extras,
+    }
+    gen_values = _read_json_if_exists(os.path.join(folder, hf_io.GENERATION)) or {}
+    gen = generation.GenerationConfig.from_hf({**defaults, **gen_values})
+    tokenizer = {}
+    for name in hf_io.TOKENIZER_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                tokenizer[name] = f.read()
+    pre = _read_json_if_exists(os.path.join(folder, hf_io.PREPROCESSOR))
+    audio = pretrained.default_audio_settings(config)
+    if pre:
+        audio = {"sampling_rate": pre.get("sampling_rate", 16000), "do_normalize": pre.get("do_normalize", True)}
+    return pretrained.save_pretrained(
+        out_dir,
+        params,
+        config,
+        pretrained.SPEECH_TRANSLATION,
+        hf_extras=extras,
+        audio=audio,
+        generation=gen.to_hf(),
+        tokenizer_files=tokenizer,
+        overwrite=overwrite,
+    )
+
+
+def _translation_to_hf(loaded, out_folder, overwrite) -> str:
+    """Our translation checkpoint -> a SpeechEncoderDecoderModel folder (config.json,
+    model.safetensors, generation_config.json, preprocessor_config.json, tokenizer files)."""
+    from xlsr_jax import fileio, pretrained
+
+    config = loaded.config
+    hf_config = st.st_config_to_hf(config, loaded.hf_extras)
+    state = st.st_params_to_hf_state(loaded.params, config)
+    audio = loaded.audio or pretrained.default_audio_settings(config)
+    files: dict[str, Any] = {
+        hf_io.PREPROCESSOR: hf_io.preprocessor_config(
+            audio.get("sampling_rate", 16000), audio.get("do_normalize", True), return_attention_mask=True
+        ),
+    }
+    if loaded.generation:
+        from xlsr_jax import generation
+
+        settings = dict(loaded.generation)
+        language = settings.pop("target_language", None)  # a training run's target language
+        if language and loaded.target_tokenizer_file():
+            from data_pipelines import translation
+
+            settings["forced_bos_token_id"] = translation.TargetTokenizer(loaded.target_tokenizer_file()).language_id(
+                language
+            )
+        tokens = {"decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id}
+        gen = generation.GenerationConfig.from_hf({**tokens, "pad_token_id": config.pad_token_id, **settings})
+        files[hf_io.GENERATION] = {**gen.to_hf(), "bos_token_id": config.bos_token_id}
+    binary = {}
+    if loaded.tokenizer_dir:
+        for name in fileio.listdir(loaded.tokenizer_dir):
+            with open(fileio.join(loaded.tokenizer_dir, name), "rb") as f:
+                binary[name] = f.read()
+    elif loaded.target_tokenizer_file():  # a training run: its data.target.tokenizer
+        with open(loaded.target_tokenizer_file(), "rb") as f:
+            binary[pretrained.TOKENIZER_MODEL] = f.read()
+    return hf_io.write_hf_folder(
+        out_folder, hf_config, state, json_files=files, binary_files=binary, overwrite=overwrite
+    )
 
 
 def _read_json_if_exists(path: str) -> Any:

@@ -16,7 +16,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from xlsr_jax.models.config import ARCHITECTURES, Wav2Vec2Config
+from xlsr_jax.models.config import ARCHITECTURES as _ALL_ARCHITECTURES
+from xlsr_jax.models.config import Wav2Vec2Config
+
+# The wav2vec2 config.json architectures; a translation model is a SpeechEncoderDecoderModel
+# folder with its own config (`xlsr_jax.convert.speech_translation`).
+ARCHITECTURES = tuple(a for a in _ALL_ARCHITECTURES if a != "Wav2Vec2ForSpeechTranslation")
 
 # Architectures (HF class names) the converters handle, with the head each one carries.
 
@@ -70,6 +75,10 @@ HF_DEFAULTS: dict[str, Any] = {
     "bos_token_id": 1,
     "eos_token_id": 2,
     "add_adapter": False,
+    "num_adapter_layers": 3,
+    "adapter_kernel_size": 3,
+    "adapter_stride": 2,
+    "output_hidden_size": None,  # HF: None means hidden_size
     "adapter_attn_dim": None,
     "num_labels": 2,
 }
@@ -228,8 +237,8 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
     check_field_types({k: v for k, v in hf.items() if k in HF_SHARED_FIELDS})
     check_field_types({k: v for k, v in ours_only.items() if k in OURS_ONLY_FIELDS})
     full = {**HF_DEFAULTS, **hf}
-    if full.get("add_adapter"):
-        raise ConfigError("add_adapter=True (a conv adapter after the encoder) is not supported")
+    if full.get("output_hidden_size") == full["hidden_size"]:
+        full["output_hidden_size"] = None  # HF stores the resolved width; None is ours for "same"
     if full.get("adapter_attn_dim") is not None:
         raise ConfigError("adapter_attn_dim is set (MMS attention adapters), not supported")
     if not full.get("apply_spec_augment", True):
@@ -267,7 +276,7 @@ def config_to_hf(config: Wav2Vec2Config, architecture: str, extras: Mapping[str,
     for key in ("conv_dim", "conv_stride", "conv_kernel"):
         out[key] = list(out[key])
     out["num_feat_extract_layers"] = len(config.conv_dim)
-    out["output_hidden_size"] = config.hidden_size
+    out["output_hidden_size"] = config.adapter_hidden_size
     out["apply_spec_augment"] = True
     if "id2label" in out:
         out["id2label"] = {str(k): v for k, v in out["id2label"].items()}

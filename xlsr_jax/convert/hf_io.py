@@ -23,6 +23,16 @@ TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
+GENERATION = "generation_config.json"
+# The tokenizer of a translation model (MBart50Tokenizer: sentencepiece.bpe.model + JSON), carried
+# verbatim between a transformers folder and our checkpoint.
+TOKENIZER_FILES = (
+    "sentencepiece.bpe.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "added_tokens.json",
+)
 # transformers >= 4.4x `ProcessorMixin.save_pretrained` (the default in 5) nests the feature
 # extractor's settings here under "feature_extractor" (or "audio_processor"), and
 # `FeatureExtractionMixin.get_feature_extractor_dict` reads them from here *before*
@@ -407,6 +417,7 @@ def write_hf_folder(
     state: Mapping[str, np.ndarray],
     *,
     json_files: Mapping[str, Any] | None = None,
+    binary_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
 ) -> str:
     """Writes config.json + model.safetensors (+ other JSON files) atomically, without torch.
@@ -416,6 +427,7 @@ def write_hf_folder(
       config: the HF config dict.
       state: HF key -> float32 numpy array.
       json_files: extra file name -> JSON object (preprocessor, tokenizer files).
+      binary_files: extra file name -> bytes, written verbatim (a sentencepiece model).
       overwrite: replace an existing folder.
     Returns:
       The absolute path written.
@@ -432,4 +444,7 @@ def write_hf_folder(
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
                 f.write("\n")
+        for name, data in dict(binary_files or {}).items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
     return os.path.abspath(os.fspath(out))
