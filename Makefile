@@ -11,7 +11,7 @@ DEMO_DIR ?= demo_out
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,torch,tpu,notebooks,lm]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,torch,tpu,notebooks,lm,translation]'
 	touch $(STAMP)
 
 venv: $(STAMP)

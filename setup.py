@@ -49,6 +49,10 @@ setup(
         # experiments/notebooks/ and tests/test_notebooks.py: nbclient + nbformat execute the notebooks
         # in an ipykernel kernel; matplotlib draws their plots; scikit-learn gives the representations
         # notebook PCA, t-SNE and the logistic-regression language-ID probe.
+        # Speech translation (xlsr_jax.translate, the `st` task, data_pipelines/covost.py):
+        # sentencepiece tokenises the targets (mBART-50's sentencepiece.bpe.model), sacrebleu scores
+        # BLEU and chrF as the CoVoST-2 results are reported.
+        "translation": ["sentencepiece>=0.2,<0.3", "sacrebleu>=2.4,<3"],
         "notebooks": [
             "nbclient>=0.10,<0.12",
             "nbformat>=5.10,<6",

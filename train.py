@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
     import jax
 
+    from data_pipelines.pipeline import VocabularyMismatchError
     from data_pipelines.sources import CorpusLayoutError
     from xlsr_jax import trainer
 
@@ -76,6 +77,8 @@ def main(argv: list[str]) -> None:
         # A corpus folder not in its reader's layout is the user's to fix: one line naming the
         # file, not a traceback through the trainer (it is found at start, before any step).
         raise SystemExit(f"train.py: corpus layout error: {e}") from None
+    except VocabularyMismatchError as e:  # a config to change, not a crash (found before any step)
+        raise SystemExit(f"error: {e}") from None
     except (
         checkpointing.CheckpointSaveError,
         checkpointing.CheckpointDamagedError,

@@ -76,9 +76,23 @@ def default_config() -> ml_collections.ConfigDict:
     c.vocabulary = ml_collections.ConfigDict()
     # HF-style vocab.json to use; empty = built from the train split's transcripts.
     c.vocabulary.path = ""
+    # Highest share of the train split's (normalised) label characters that may be `<unk>`; above
+    # it the run stops before training (a vocabulary that disagrees with the normaliser, e.g. an
+    # upper-case vocab.json with the default lower-casing, would train on <unk> and evaluate
+    # against empty references). 0.05: a hub vocabulary typically misses a few rare characters.
+    c.vocabulary.max_unk_rate = 0.05
+    c.target = ml_collections.ConfigDict()
+    # Speech translation (task "st"): the target sentencepiece model (mBART-50's
+    # sentencepiece.bpe.model, or a small one from data_pipelines.translation.train_sentencepiece).
+    c.target.tokenizer = ""
+    # Tokens per target, language token and </s> included; longer targets are cut (and counted).
+    c.target.max_length = 64
+    # Target language of sources that do not name one per utterance (CoVoST-2 does).
+    c.target.language = "en"
     c.text = ml_collections.ConfigDict()
     # Transcript normalisation overrides per language, e.g. {"en": {"keep": "'-"}}; options:
-    # nfkc, lowercase, strip_punctuation, keep, word_spaces (see data_pipelines/text.py).
+    # fold_typography, apostrophe, nfkc, lowercase, strip_punctuation, keep, word_spaces (see
+    # data_pipelines/text.py).
     c.text.per_language = {}
     return c
 
@@ -88,10 +102,16 @@ def demo_corpus_config(task: str = "pretrain", batch_size: int = 8) -> ml_collec
     learns something from it in minutes on CPU.
 
     Args:
-      task: "pretrain" | "ctc" | "lid" (ctc and lid keep whole utterances up to 6 s).
+      task: "pretrain" | "ctc" | "lid" | "st" (ctc, lid and st keep whole utterances up to 6 s;
+        st reads the corpus as CoVoST-2, X -> English, from its shipped `covost/` files).
       batch_size: global batch size.
     """
     c = default_config()
+    if task == "st":
+        covost_dir = os.path.join(DEMO_CORPUS_DIR, "covost")  # data_pipelines.covost.DEMO_SUBDIR
+        c.sources = [{"type": "covost", "path": covost_dir, "clips": DEMO_CORPUS_DIR, "pairs": []}]
+        c.target.tokenizer = os.path.join(covost_dir, "sentencepiece.bpe.model")
+        c.target.max_length = 32  # the longest demo translation is 29 tokens
     c.min_sample_size = 8000  # 0.5 s
     c.max_sample_size = 96000 if task != "pretrain" else 48000  # 6 s / 3 s crops
     c.bucket_boundaries = [16000, 24000, 32000, 48000, 64000, 96000]

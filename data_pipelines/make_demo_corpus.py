@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--languages", nargs="*", default=None, help="locales (default: all)")
     args = parser.parse_args(argv)
     seconds = make_corpus(args.out, args.seed, args.languages)
+    from data_pipelines import covost
+
+    covost.write_demo_translation_files(args.out)  # CoVoST-2 layout + target tokenizer
     for locale, s in seconds.items():
         print(f"{locale}: {s:.1f} s")
     print(f"total: {sum(seconds.values()) / 60:.1f} min in {args.out}")

@@ -8,6 +8,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -15,13 +16,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from data_pipelines import audio as audio_lib
-from data_pipelines import sampling, text
+from data_pipelines import sampling, text, translation
 from data_pipelines import sources as sources_lib
 from data_pipelines.tf_runtime import import_tf
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("pretrain", "ctc", "lid")
+TASKS = ("pretrain", "ctc", "lid", "st")
 _MAX_EXAMPLES = 5  # example paths kept per skip reason
 
 
@@ -37,14 +38,78 @@ def _plain(x):
 
 
 def _decode_failure_reason(error: Exception) -> str:
-    """The skip reason of a failed decode: "empty" (no samples), "non_finite" (NaN/inf samples)
-    or "unreadable" (anything else the decoder refused)."""
+    """The skip reason of a failed decode: the decoder's own cause (`AudioDecodeError.reason`:
+    empty, not_audio, truncated, non_finite, ...), else from its message: "empty" (no samples),
+    "non_finite" (NaN/inf samples) or "unreadable"."""
+    reason = getattr(error, "reason", None)
+    if reason:
+        return reason
     message = str(error)
     if "no samples" in message:
         return "empty"
     if "non-finite" in message:
         return "non_finite"
     return "unreadable"
+
+
+class VocabularyMismatchError(ValueError):
+    """Too many of the training labels are `<unk>`: the vocabulary and the normaliser disagree."""
+
+
+class _UnkCounter:
+    """Counts the `<unk>` share of a split's encoded labels (the word delimiter not counted)."""
+
+    def __init__(self, vocabulary: text.Vocabulary):
+        self.vocabulary = vocabulary
+        self.total = self.unknown = 0
+        self.chars: dict[str, int] = {}
+        self.example = None
+
+    def add(self, ids: np.ndarray, raw: str, language: str) -> None:
+        vocab = self.vocabulary
+        self.total += int(np.count_nonzero(ids != vocab.delimiter_id))
+        missing = int(np.count_nonzero(ids == vocab.unk_id))
+        if missing:
+            self.unknown += missing
+            norm = vocab.normalize(raw, language).replace(" ", "")
+            for c in norm:
+                if c not in vocab.index:
+                    self.chars[c] = self.chars.get(c, 0) + 1
+            if self.example is None:
+                self.example = (raw, vocab.normalize(raw, language))
+
+    def check(self, split: str, vocab_cfg) -> float:
+        """Logs the rate; raises for the train split when it is above `vocab_cfg.max_unk_rate`.
+
+        Returns:
+          the share of label characters that are `<unk>` (0.0 for no labels).
+        Raises:
+          ValueError naming the options to change (train split, rate above the limit).
+        """
+        rate = self.unknown / self.total if self.total else 0.0
+        if not self.unknown:
+            return rate
+        top = sorted(self.chars.items(), key=lambda kv: -kv[1])[:10]
+        where = f"vocab.json {vocab_cfg.path}" if vocab_cfg.path else "the vocabulary"
+        msg = (
+            f"{self.unknown} of {self.total} label characters of split {split!r} ({rate:.1%}) are not in "
+            f"{where} and become <unk>; most frequent: {', '.join(f'{c!r} x{n}' for c, n in top)}; "
+            f"e.g. {self.example[0]!r} normalises to {self.example[1]!r}"
+        )
+        limit = float(vocab_cfg.get("max_unk_rate", 0.05))
+        if rate <= limit:
+            logger.info("%s", msg)
+        elif split != "train":
+            logger.warning("%s (above data.vocabulary.max_unk_rate=%g)", msg, limit)
+        else:
+            raise VocabularyMismatchError(
+                f"{msg}. That is above data.vocabulary.max_unk_rate={limit:g}: make the transcript "
+                "normaliser agree with the vocabulary (data.text.per_language, e.g. "
+                "{'en': {'lowercase': False}} for an upper-case vocabulary), or use another "
+                "data.vocabulary.path (empty = built from the train transcripts), or raise "
+                "data.vocabulary.max_unk_rate."
+            )
+        return rate
 
 
 class SkipStats:
@@ -139,6 +204,20 @@ def languages(cfg, train_sources=None) -> list[str]:
     return sorted(langs)
 
 
+def build_target_tokenizer(cfg) -> translation.TargetTokenizer:
+    """The speech-translation target tokenizer of `cfg.target.tokenizer` (task "st").
+
+    Raises:
+      ValueError naming the field when no tokenizer is configured or the file is missing.
+    """
+    path = cfg.target.tokenizer
+    if not path:
+        raise ValueError("task 'st' needs data.target.tokenizer (a sentencepiece model file)")
+    if not os.path.isfile(path):
+        raise ValueError(f"data.target.tokenizer: {path} not found")
+    return translation.TargetTokenizer(path)
+
+
 def build_vocabulary(cfg, train_sources=None) -> text.Vocabulary:
     """The CTC vocabulary: from `cfg.vocabulary.path` (HF vocab.json), else built from the
     transcripts of the train split of every source (the same for every split).
@@ -218,6 +297,7 @@ class InputPipeline:
         self.languages = languages(cfg, train_sources)
         self._lang_id = {lang: i for i, lang in enumerate(self.languages)}
         self.vocabulary = build_vocabulary(cfg, train_sources) if task == "ctc" else None
+        self.target_tokenizer = build_target_tokenizer(cfg) if task == "st" else None
         self._fingerprint = hashlib.sha1(
             json.dumps(
                 [
@@ -243,6 +323,7 @@ class InputPipeline:
                             "samples_per_label",
                         )
                     },
+                    _plain(cfg.target) if task == "st" else None,
                 ],
                 sort_keys=True,
             ).encode()
@@ -279,11 +360,15 @@ class InputPipeline:
         )
         self.crop_to_min = bool(cfg.crop_to_batch_min) and self.task != "ctc"
         max_len = shapes[-1]
-        label_lens = [sampling.label_length(s, cfg.samples_per_label) if self.task == "ctc" else 0 for s in shapes]
+        if self.task == "st":
+            label_lens = [int(cfg.target.max_length)] * len(shapes)  # one target length for all buckets
+        else:
+            label_lens = [sampling.label_length(s, cfg.samples_per_label) if self.task == "ctc" else 0 for s in shapes]
         bounds = np.asarray(shapes)
         refs, lengths, langs, buckets = [], [], [], []
         stats = self.stats_tracker
         per_lang = _plain(cfg.text).get("per_language")
+        unk = _UnkCounter(self.vocabulary) if self.task == "ctc" else None
 
         def drop(keep, mask, reason, src):
             """Counts and removes `mask` from `keep` (vectorised: fast on million-clip corpora)."""
@@ -313,10 +398,19 @@ class InputPipeline:
                     t = src.transcripts[j] if src.transcripts is not None else ""
                     if not text.normalize_text(t, src.languages[j], per_lang):
                         no_text[j] = True
-                    elif len(self.vocabulary.encode(t, src.languages[j])) > label_lens[b[j]]:
+                        continue
+                    ids = self.vocabulary.encode(t, src.languages[j])
+                    unk.add(ids, t, src.languages[j])
+                    if len(ids) > label_lens[b[j]]:
                         too_many[j] = True
                 keep = drop(keep, no_text, "no_transcript", src)
                 keep = drop(keep, too_many, "label_too_long", src)
+            if self.task == "st":
+                keep = drop(keep, keep & (n > max_len), "too_long", src)
+                targets = src.transcripts if src.transcripts is not None else [""] * len(src)
+                no_target = np.array([not t.strip() for t in targets], bool)
+                keep = drop(keep, keep & no_target, "no_translation", src)
+                # Targets longer than target.max_length are cut at decode time and counted there.
             idx = np.flatnonzero(keep)
             refs.append(np.stack([np.full(idx.size, s), idx], axis=1))
             lengths.append(n[idx])
@@ -338,6 +432,8 @@ class InputPipeline:
             }
             for k, code in enumerate(self.languages)
         }
+        if unk is not None:
+            self.unk_rate = unk.check(self.split, cfg.vocabulary)
         if not len(refs):
             raise ValueError(f"no usable utterances in split {self.split!r} ({stats.summary()})")
         self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)
@@ -361,7 +457,7 @@ class InputPipeline:
             self.task,
             len(self._plan.lengths),
             self.bucket_shapes,
-            f" labels {self.label_lengths}" if self.task == "ctc" else "",
+            f" labels {self.label_lengths}" if self.task in ("ctc", "st") else "",
             self.process_index,
             self.process_count,
             self.local_batch_size,
@@ -439,8 +535,10 @@ class InputPipeline:
             "language": lang,  # int32 [B_local]
             "valid": valid,  # bool [B_local], False = filler/substitute row
         }
-        if self.task == "ctc":
-            batch["labels"] = labels  # int32 [B_local, L], 0 (blank/pad) beyond the text
+        if self.task in ("ctc", "st"):
+            # ctc: 0 (blank) beyond the text; st: `[language token] pieces </s>` then <pad> (1),
+            # so labels[:, 0] names each row's target language.
+            batch["labels"] = labels  # int32 [B_local, L]
             batch["label_padding"] = label_padding  # bool [B_local, L], True = padding
         return batch
 
@@ -477,6 +575,7 @@ class _Decoder:
     def __init__(self, pipe: InputPipeline):
         self.cfg, self.task = pipe.cfg, pipe.task
         self.sources, self.vocabulary = pipe.sources, pipe.vocabulary
+        self.target_tokenizer, self.target_language = pipe.target_tokenizer, pipe.cfg.target.language
         self.lang_id, self.stats_tracker = pipe._lang_id, pipe.stats_tracker
         self.plan, self.fingerprint = pipe._plan, pipe._fingerprint
         self.bucket_shapes, self.label_lengths = pipe.bucket_shapes, pipe.label_lengths
@@ -576,6 +675,17 @@ class _Decoder:
             ids = self.vocabulary.encode(src.transcripts[i], src.languages[i])[:label_len]
             labels[: len(ids)] = ids
             label_padding[: len(ids)] = False
+        elif self.task == "st":
+            language = getattr(src, "target_languages", None)
+            language = language[i] if language is not None else self.target_language
+            ids = self.target_tokenizer.encode(src.transcripts[i], language)
+            if len(ids) > label_len:  # cut, </s> kept last, and counted (never an error)
+                ids = ids[: label_len - 1] + [translation.EOS]
+                if valid:
+                    self.stats_tracker.add("target_truncated", sid)
+            labels[:] = translation.PAD
+            labels[: len(ids)] = ids
+            label_padding[: len(ids)] = False
         return (
             audio,
             padding,
@@ -662,7 +772,8 @@ def build_input(
     Args:
       cfg: the `data` config (`default_config()` / `demo_corpus_config()`).
       split: split name ("train", "dev", "test"; mapped per source by its `splits`).
-      task: "pretrain" (audio), "ctc" (+ labels), "lid" (language is the label).
+      task: "pretrain" (audio), "ctc" (+ labels), "lid" (language is the label), "st" (+ target
+        token labels from `cfg.target`, for speech translation).
       process_index, process_count: this host and the number of hosts (jax.process_index(),
         jax.process_count()); each host gets rows [i*B/n, (i+1)*B/n) of every global batch.
       repeat: endless sampled stream (default for "train") or one ordered pass (default otherwise).

@@ -284,6 +284,7 @@ READERS = {
     "voxlingua107": _reader_in("data_pipelines.voxlingua", "voxlingua107_source"),
     "voxpopuli": _reader_in("data_pipelines.voxpopuli", "voxpopuli_source"),
     "babel": _reader_in("data_pipelines.babel", "babel_source"),
+    "covost": _reader_in("data_pipelines.covost", "covost_source"),
 }
 
 

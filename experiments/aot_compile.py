@@ -190,8 +190,9 @@ def abstract_batch(task_name: str, rows: int, samples: int, data_cfg, mesh) -> d
         "language": jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=s),  # [B]
         "valid": jax.ShapeDtypeStruct((rows,), jnp.bool_, sharding=s),  # [B]
     }
-    if task_name == "ctc":
-        labels = math.ceil(samples / data_cfg.samples_per_label)
+    if task_name in ("ctc", "st"):
+        # ctc: labels per bucket length; st: one target length (data.target.max_length tokens).
+        labels = data_cfg.target.max_length if task_name == "st" else math.ceil(samples / data_cfg.samples_per_label)
         batch["labels"] = jax.ShapeDtypeStruct((rows, labels), jnp.int32, sharding=s)  # [B, L]
         batch["label_padding"] = jax.ShapeDtypeStruct((rows, labels), jnp.bool_, sharding=s)  # [B, L]
     return batch
@@ -217,13 +218,16 @@ def build_train_step(config, mesh):
 # ---------------------------------------------------------------------------------------------
 
 
-def model_flops_per_step(cfg, rows: int, samples: int, task: str = "pretrain") -> tuple[float, float]:
+def model_flops_per_step(
+    cfg, rows: int, samples: int, task: str = "pretrain", decoder=None, target_tokens: int = 0
+) -> tuple[float, float]:
     """Matmul and convolution FLOPs of one training step, counted from the architecture.
 
     Counts the conv feature encoder, feature projection, positional convolution, Transformer
     (projections, attention scores and mixing, feed-forward) and the task's head: for
     pretraining the quantizer and the contrastive projections/logits over all frames (an upper
-    bound for the logits, which only masked frames need); for CTC the vocabulary projection.
+    bound for the logits, which only masked frames need); for CTC the vocabulary projection; for
+    speech translation (`decoder`, `target_tokens`) the adapter and the whole decoder.
     Elementwise work, norms and the loss are left out (a few percent). A frozen feature encoder
     (feature_grad_mult 0, fine-tuning) runs forward only.
 
@@ -255,6 +259,18 @@ def model_flops_per_step(cfg, rows: int, samples: int, task: str = "pretrain") -
         other += 2 * frames * (1 + cfg.num_negatives) * cfg.proj_codevector_dim  # cosine logits
     elif task == "ctc":
         other += 2 * frames * h * cfg.vocab_size
+    elif task == "st":  # adapter, then the decoder over `target` tokens cross-attending to it
+        dec, target = decoder, target_tokens
+        w, d, df = cfg.adapter_hidden_size, dec.d_model, dec.decoder_ffn_dim
+        a = frames
+        if w != h:
+            other += 2 * frames * h * w
+        for _ in range(cfg.num_adapter_layers):
+            a = (a - 1) // cfg.adapter_stride + 1
+            other += 2 * a * cfg.adapter_kernel_size * w * 2 * w
+        per_layer = 2 * target * (4 * d * d + 2 * d * df) + 2 * 2 * target * target * d  # self-attention + FFN
+        per_layer += 2 * target * 2 * d * d + 2 * a * 2 * w * d + 2 * 2 * target * a * d  # cross-attention
+        other += dec.decoder_layers * per_layer + 2 * target * d * dec.vocab_size  # + output projection
     conv_factor = 3.0 if cfg.feature_grad_mult > 0 else 1.0
     model = conv_factor * conv + 3.0 * (other + layers)
     hardware = model + (layers if cfg.remat != "none" else 0.0)
@@ -273,13 +289,19 @@ def _cost(compiled) -> dict[str, float]:
     return dict(analysis or {})
 
 
-def roofline(cfg, task_name: str, chip: Chip, rows: int, samples: int, chips: int, bytes_accessed: float):
+def roofline(
+    cfg, task_name: str, chip: Chip, rows: int, samples: int, chips: int, bytes_accessed: float, target_tokens: int = 0
+):
     """Per-chip FLOPs and the roofline step-time / MFU estimate of one step.
 
     Compute time comes from the analytic count (XLA's counts a scanned layer once); memory time
     from XLA's bytes accessed (which also counts a loop body once, so it is a lower bound).
     """
-    model_flops, hardware_flops = (x / chips for x in model_flops_per_step(cfg, rows, samples, task_name))
+    decoder, target = None, 0
+    if task_name == "st":  # a SpeechTranslationConfig: encoder + decoder
+        cfg, decoder, target = cfg.encoder, cfg.decoder, target_tokens
+    flops = model_flops_per_step(cfg, rows, samples, task_name, decoder, target)
+    model_flops, hardware_flops = (x / chips for x in flops)
     compute_time = hardware_flops / chip.peak_flops
     memory_time = bytes_accessed / chip.hbm_bandwidth
     step_time = max(compute_time, memory_time)
@@ -360,16 +382,17 @@ def compile_one(
     cost = _cost(compiled)
     xla_flops = float(cost.get("flops", 0.0))  # per chip (the partitioned program)
     bytes_accessed = float(cost.get("bytes accessed", 0.0))
-    estimate = roofline(task.model_config, task_name, chip, rows, samples, len(devices), bytes_accessed)
+    target = config.data.target.max_length if task_name == "st" else 0
+    estimate = roofline(task.model_config, task_name, chip, rows, samples, len(devices), bytes_accessed, target)
     params = abstract_state.params
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     replicated = sharding.replicated_parameters(params, jax.tree.map(lambda x: x.sharding, params))
     entry.update(
         {
             "num_params": num_params,
-            "compute_dtype": task.model_config.dtype,
-            "scan_layers": task.model_config.scan_layers,
-            "remat": task.model_config.remat,
+            "compute_dtype": getattr(task.model_config, "encoder", task.model_config).dtype,
+            "scan_layers": getattr(task.model_config, "encoder", task.model_config).scan_layers,
+            "remat": getattr(task.model_config, "encoder", task.model_config).remat,
             "memory_gib_per_chip": {
                 "arguments": argument / GiB,
                 "outputs": output / GiB,

@@ -5,6 +5,11 @@ noise hits both sides alike:
   - `train`: one pretraining update (forward, `losses.pretraining_loss`, backward, AdamW), jitted
     with the state donated, masks and distractors drawn inside the step;
   - `infer`: the encoder forward (`Wav2Vec2Model`, deterministic, no masking);
+  - `translate` (opt-in): speech translation, encoder + adapter then greedy generation of a fixed
+    number of tokens in one jitted while loop (`xlsr_jax.generation`), the decoder reading its
+    KV cache: tokens/s, seconds per token from two lengths' difference, and one cached decoder
+    step timed near the start and near the end of the cache (equal when the cost per token does
+    not grow with the position);
 and, when `torch` and `transformers` are installed, the same two for `transformers`'
 `Wav2Vec2ForPreTraining` random-initialised from the same config, on the same batch, with masks of
 the same density and the same number of distractors (drawn on the host by transformers' own
@@ -51,7 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="tiny,small,base", help=f"comma-separated, from {CONFIG_NAMES}")
-    p.add_argument("--steps", default="train,infer", help="comma-separated: train, infer")
+    p.add_argument("--steps", default="train,infer", help="comma-separated: train, infer, translate")
+    p.add_argument(
+        "--translate_lengths",
+        default="16,64",
+        help="translate: two generation lengths (tokens); per-token cost from their difference",
+    )
     p.add_argument("--batch", type=int, default=4, help="utterances per batch")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds of 16 kHz audio per utterance")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per side (interleaved)")
@@ -412,6 +422,9 @@ def benchmark_config(name: str, args: argparse.Namespace, log: Callable[[str], N
         except ImportError as e:
             record["torch_skipped"] = f"no PyTorch side: {e}"
     for step in steps:
+        if step == "translate":
+            record[step] = translation_benchmark(name, cfg, args, audio, padding, log)
+            continue
         log(f"{name}/{step}: compiling")
         ours.compile(step)
         result: dict[str, Any] = {"jax": dict(ours.info[step])}
@@ -444,6 +457,73 @@ def benchmark_config(name: str, args: argparse.Namespace, log: Callable[[str], N
         log(f"{name}/{step}: {json.dumps(result)}")
         record[step] = result
     return record
+
+
+def translation_benchmark(name, cfg, args, audio, padding, log) -> dict[str, Any]:
+    """The `translate` step: generation speed and its cost per position (see the docstring).
+
+    The encoder is `cfg` with the XLS-R adapter; the decoder is mBART-50's (12 x 1024, 250k
+    tokens) except for the tiny config, which gets the tiny decoder. EOS is set to an id the
+    model cannot emit, so every run generates exactly max_length - 1 tokens.
+    """
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from xlsr_jax import generation
+    from xlsr_jax.models.decoder import MBartDecoderConfig, tiny_decoder_config
+    from xlsr_jax.models.speech_translation import SpeechTranslationConfig, Wav2Vec2ForSpeechTranslation
+
+    encoder = dataclasses.replace(cfg, add_adapter=True)
+    decoder = tiny_decoder_config(d_model=encoder.hidden_size) if name == "tiny" else MBartDecoderConfig()
+    decoder = dataclasses.replace(decoder, dtype=args.dtype)
+    lengths = sorted(int(n) + 1 for n in args.translate_lengths.split(","))  # + the start token
+    decoder = dataclasses.replace(decoder, max_position_embeddings=max(decoder.max_position_embeddings, lengths[-1]))
+    model = Wav2Vec2ForSpeechTranslation(SpeechTranslationConfig(encoder, decoder))
+    init = jax.jit(lambda: model.init(jax.random.PRNGKey(0), audio[:1, :800], None, jnp.zeros((1, 2), jnp.int32)))
+    params = nn.meta.unbox(init()["params"])
+    audio_j, padding_j = jnp.asarray(audio), jnp.asarray(padding)
+    out: dict[str, Any] = {"decoder_layers": decoder.decoder_layers, "d_model": decoder.d_model}
+    out["vocab_size"] = decoder.vocab_size
+    times = {}
+    for length in lengths:
+        gen = generation.GenerationConfig(max_length=length, eos_token_id=decoder.vocab_size)
+        t0 = time.perf_counter()
+        jax.block_until_ready(generation.generate(model, params, audio_j, padding_j, gen))
+        compile_s = time.perf_counter() - t0
+        runs = []
+        for _ in range(args.repeats * 3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(generation.generate(model, params, audio_j, padding_j, gen))
+            runs.append(time.perf_counter() - t0)
+        times[length] = statistics.median(runs)
+        out[f"generate_{length - 1}_tokens"] = {"median_s": times[length], "first_call_s": compile_s}
+        log(f"{name}/translate: {length - 1} tokens in {times[length]:.4f} s")
+    short, long = lengths[0], lengths[-1]
+    per_token = (times[long] - times[short]) / (long - short)
+    # From the two lengths' difference; lost in noise when the encoder dominates (tiny decoder).
+    out["seconds_per_token_from_lengths"] = per_token
+    out["end_to_end_tokens_per_sec"] = args.batch * (long - 1) / times[long]
+
+    # One cached step near the start and near the end of a long cache: same work by design.
+    hidden, frame_padding = jax.jit(lambda p: model.apply({"params": p}, audio_j, padding_j, method="encode"))(params)
+    cache = jax.jit(lambda p: model.apply({"params": p}, hidden, frame_padding, long, method="init_cache"))(params)
+    step = jax.jit(lambda p, tok, c: model.apply({"params": p}, tok, c, method="decode_step")[0])
+    tokens = jnp.full((args.batch, 1), 2, jnp.int32)
+    for label, index in (("step_s_at_position_1", 1), (f"step_s_at_position_{long - 2}", long - 2)):
+        at = cache._replace(index=jnp.asarray(index, jnp.int32))
+        jax.block_until_ready(step(params, tokens, at))
+        runs = []
+        for _ in range(max(args.repeats, 3) * 5):
+            t0 = time.perf_counter()
+            jax.block_until_ready(step(params, tokens, at))
+            runs.append(time.perf_counter() - t0)
+        out[label] = statistics.median(runs)
+    early, late = out["step_s_at_position_1"], out[f"step_s_at_position_{long - 2}"]
+    out["late_over_early_step"] = late / early
+    out["decoder_tokens_per_sec"] = args.batch / ((early + late) / 2)  # cached steps, batch rows each
+    log(f"{name}/translate: {json.dumps(out)}")
+    return out
 
 
 def main(argv=None) -> dict[str, Any]:

@@ -10,6 +10,8 @@ complete (re-running resumes). Stages:
   transcribe    `xlsr_jax.transcribe` on held-out test clips
   export        our export format + a transformers (PyTorch) folder; logits parity when torch is here
   lid           language ID from the fine-tuned encoder (configs/finetune/demo_lid.py); accuracy on test
+  translate     speech translation X -> English from the fine-tuned encoder (configs/finetune/demo_st.py);
+                BLEU/chrF before and after on train and dev, translations of test clips
 """
 
 from __future__ import annotations
@@ -228,6 +230,87 @@ def stage_lid(workdir: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _translation_scores(task, params, data_cfg, split: str) -> dict[str, float]:
+    """BLEU/chrF (sacrebleu) of `params` on one whole pass of `split`."""
+    import math
+
+    from xlsr_jax.tasks import finetune
+
+    # One ordered pass (the train split would otherwise repeat forever).
+    batches = math.ceil(sum(1 for _ in _split_rows(data_cfg, split)) / data_cfg.batch_size) + 1
+    records = finetune.collect_eval_records(task, params, data_cfg, split, max_batches=batches)
+    return task.eval_report(records, 0, None)
+
+
+def _split_rows(data_cfg, split: str):
+    from data_pipelines import sources
+
+    for cfg in data_cfg.sources:
+        yield from sources.make_source(cfg, split).ids
+
+
+def stage_translate(workdir: str, args: argparse.Namespace) -> dict:
+    """Speech translation X -> English (configs/finetune/demo_st.py) from the CTC stage's encoder
+    (else the pretrained one): BLEU and chrF before and after training, on the training clips
+    and on the held-out dev sentences, and a few translations of test clips.
+
+    The corpus has 30 training sentences per language: the tiny model learns the pairs it was
+    shown (train BLEU) but cannot be expected to translate unseen sentences (dev BLEU).
+    """
+    import data_pipelines
+    from configs.finetune import demo_st
+    from xlsr_jax import pretrained, tasks
+    from xlsr_jax.translate import Translator
+
+    config = demo_st.get_config(args.translate_arg)
+    ctc_ckpt = os.path.join(os.path.dirname(workdir), "finetune_ctc", "checkpoints")
+    if not config.init.checkpoint and os.path.isdir(ctc_ckpt):
+        config.init.checkpoint = ctc_ckpt
+    config.init.checkpoint = config.init.checkpoint or _pretrained_checkpoint(workdir)
+    task = tasks.create_task(config)
+    import flax.linen as nn
+    import jax
+
+    initial = nn.meta.unbox(task.init_params(jax.random.PRNGKey(config.train.seed), task.example_batch()))
+    if config.init.checkpoint:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            ),
+            initial,
+        )
+        initial = task.restore_init_params(config.init.checkpoint, abstract, initial)
+    before = {split: _translation_scores(task, initial, config.data, split) for split in ("train", "dev")}
+    start = time.perf_counter()
+    from xlsr_jax import trainer
+
+    trainer.train_and_evaluate(config, workdir)
+    seconds = time.perf_counter() - start
+    params = pretrained.load_pretrained(os.path.join(workdir, "checkpoints")).params
+    after = {split: _translation_scores(task, params, config.data, split) for split in ("train", "dev")}
+    paths = []
+    for lang in config.data.languages:
+        with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, "test.tsv"), encoding="utf-8") as f:
+            row = [line.rstrip("\n").split("\t") for line in f][1]
+        paths.append(os.path.join(data_pipelines.DEMO_CORPUS_DIR, lang, "clips", row[1]))
+    texts, errors = Translator(workdir)(paths)
+    for path, text in zip(paths, texts):
+        log.info("%s\n    translation: %s", os.path.relpath(path, REPO), text)
+
+    def keep(m):
+        return {k: round(v, 2) for k, v in m.items() if k in ("bleu", "chrf")}
+
+    return {
+        "steps": config.train.total_steps,
+        "seconds": round(seconds, 1),
+        "init": config.init.checkpoint or "random",
+        "bleu_chrf_before": {split: keep(m) for split, m in before.items()},
+        "bleu_chrf_after": {split: keep(m) for split, m in after.items()},
+        "translations": [{"file": os.path.relpath(p, REPO), "translation": t} for p, t in zip(paths, texts)],
+        "errors": errors,
+    }
+
+
 # (name, function): run in this order; later stages may read earlier stages' directories.
 STAGES = [
     ("pretrain", stage_pretrain),
@@ -235,6 +318,7 @@ STAGES = [
     ("transcribe", stage_transcribe),
     ("export", stage_export),
     ("lid", stage_lid),
+    ("translate", stage_translate),
 ]
 
 
@@ -248,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config_arg", default=None, help="argument for configs/demo.py, e.g. steps=300")
     parser.add_argument("--finetune_arg", default=None, help="argument for configs/finetune/demo_ctc.py")
     parser.add_argument("--lid_arg", default=None, help="argument for configs/finetune/demo_lid.py")
+    parser.add_argument("--translate_arg", default=None, help="argument for configs/finetune/demo_st.py")
     parser.add_argument("--transcribe_per_language", type=int, default=1, help="test clips transcribed per language")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

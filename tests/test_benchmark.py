@@ -40,7 +40,9 @@ def _check_jax_fields(side: dict) -> None:
     assert side["compile_s"] > 0 and side["median_s"] > 0
     assert side["flops"] > 1e8  # XLA's cost analysis saw the convolutions
     assert side["peak_bytes"] > 0
-    assert 0 < side["mfu"] < 1
+    # MFU against a fixed CPU figure (CPU_PEAK_FLOPS, the 2-core development box): a larger CPU
+    # can exceed 1, so only its sign is machine-independent.
+    assert side["mfu"] > 0
     assert side["mfu_measured_peak"] > 0
 
 
@@ -90,3 +92,13 @@ def test_scanned_model_flops_count_every_layer():
     plain.compile("infer")
     assert scanned.info["infer"]["flops"] < plain.info["infer"]["flops"]  # the undercount is real
     assert scanned.info["infer"]["model_flops"] == pytest.approx(plain.info["infer"]["flops"], rel=0.02)
+
+
+def test_benchmark_translate_line():
+    report = _run("--configs", "tiny", "--steps", "translate", "--repeats", "1", "--no_torch", "--seconds", "1")
+    (record,) = report["configs"]
+    line = record["translate"]
+    for key in ("end_to_end_tokens_per_sec", "decoder_tokens_per_sec", "late_over_early_step"):
+        assert line[key] > 0, key
+    assert line["generate_16_tokens"]["median_s"] > 0 and line["generate_64_tokens"]["median_s"] > 0
+    assert "train" not in record and "infer" not in record

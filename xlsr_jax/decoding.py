@@ -1,4 +1,5 @@
-"""CTC decoding and error rates: greedy decoding, WER/CER (jiwer), optional n-gram beam search.
+"""CTC decoding and error rates: greedy decoding, WER/CER (jiwer), optional n-gram beam search;
+BLEU and chrF of translations (sacrebleu).
 
 Greedy decoding is the metric of the wav2vec 2.0 / XLS-R papers' "no LM" columns: argmax per
 frame, collapse repeats, drop blanks. Error rates are corpus-level (total edits / total reference
@@ -303,3 +304,34 @@ def write_report(
     if extra:
         report.update(extra)
     fileio.write_text(path, json.dumps(report, indent=2, ensure_ascii=False))  # local or gs://
+
+
+def translation_scores_by_pair(
+    references: Sequence[str], hypotheses: Sequence[str], pairs: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Corpus BLEU and chrF (sacrebleu, its default 13a tokenisation, as CoVoST-2 reports) per
+    language pair ("es_en") plus "all", with the sentence counts behind them.
+
+    Raises:
+      ImportError naming the `translation` extra when sacrebleu is missing.
+    """
+    try:
+        import sacrebleu
+    except ImportError as e:
+        raise ImportError("BLEU needs sacrebleu: pip install -e '.[translation]'") from e
+
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for ref, hyp, pair in zip(references, hypotheses, pairs, strict=True):
+        for key in (pair, "all"):
+            refs, hyps = groups.setdefault(key, ([], []))
+            refs.append(ref)
+            hyps.append(hyp)
+    out = {}
+    for key in sorted(groups):
+        refs, hyps = groups[key]
+        out[key] = {
+            "bleu": float(sacrebleu.corpus_bleu(hyps, [refs]).score),
+            "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score),
+            "sentences": len(refs),
+        }
+    return out

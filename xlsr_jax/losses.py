@@ -1,4 +1,5 @@
-"""Losses: contrastive, diversity, feature penalty (pretraining) and CTC (fine-tuning).
+"""Losses: contrastive, diversity, feature penalty (pretraining), CTC and label-smoothed
+cross-entropy (fine-tuning).
 
 Pretraining follows fairseq's `Wav2vecCriterion`: the contrastive cross-entropy is summed over
 masked frames, the extra losses are multiplied by that count (`sample_size`), and the optimiser
@@ -104,3 +105,31 @@ def ctc_loss(
         feasible = frames >= label_lengths + repeats
         per_seq = jnp.where(feasible & jnp.isfinite(per_seq), per_seq, 0.0)
     return per_seq, label_lengths
+
+
+def label_smoothed_cross_entropy(
+    logits: jax.Array, labels: jax.Array, pad_id: int, epsilon: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Token-level cross-entropy with label smoothing, padding ignored (speech translation).
+
+    fairseq's `label_smoothed_nll_loss` (criterions/label_smoothed_cross_entropy.py), the loss of
+    the XLS-R translation fine-tuning: (1 - eps - eps_i) * nll + eps_i * sum over the vocabulary of
+    -log p, with eps_i = eps / (vocab - 1), so that the target keeps 1 - eps of the mass.
+
+    Args:
+      logits: float [batch, t, vocab] (teacher-forced).
+      labels: int [batch, t], `pad_id` (or -100) where there is no target.
+      pad_id: the padding label.
+      epsilon: smoothing mass (0 = plain cross-entropy).
+    Returns:
+      (loss_sum, nll_sum, num_tokens): sums over non-padding tokens (float32), and their count.
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    valid = (labels != pad_id) & (labels >= 0)
+    safe = jnp.where(valid, labels, 0)
+    nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]  # [batch, t]
+    smooth = -jnp.sum(log_probs, axis=-1)
+    eps_i = epsilon / (logits.shape[-1] - 1)
+    loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    weights = valid.astype(jnp.float32)
+    return jnp.sum(loss * weights), jnp.sum(nll * weights), jnp.sum(weights)

@@ -9,7 +9,11 @@ training checkpoint's step directory, so `checkpointing.restore_params` reads it
                     "config": Wav2Vec2Config.to_dict(),
                     "hf_extras": HF fields we keep for the way back (token ids, label maps),
                     "vocab": {token: id} for CTC models (optional),
-                    "audio": {"sampling_rate": 16000, "do_normalize": bool}}
+                    "audio": {"sampling_rate": 16000, "do_normalize": bool},
+                    "generation": search settings (translation models, optional)}
+  DIR/tokenizer/   translation models: the target tokenizer's files (sentencepiece.bpe.model, ...)
+
+A translation model's "config" is `SpeechTranslationConfig.to_dict()` (encoder + decoder).
 
 Everything needed to rebuild the model is in the directory. `load_pretrained` accepts anything
 `checkpointing.resolve` does: an export, or a training run (its workdir, checkpoints/ folder, a
@@ -40,6 +44,9 @@ FORMAT = "xlsr_jax.pretrained"
 VERSION = 1
 MODEL_JSON = checkpointing.MODEL_JSON
 PARAMS_DIR = checkpointing.PARAMS
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_MODEL = "sentencepiece.bpe.model"  # the target sentencepiece model's file name
+SPEECH_TRANSLATION = "Wav2Vec2ForSpeechTranslation"
 
 
 @dataclasses.dataclass
@@ -59,12 +66,35 @@ class Pretrained:
     audio: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: checkpointing.Resolved | None = None
     run_config: dict[str, Any] | None = None
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)  # translation search settings
+    tokenizer_dir: str | None = None  # an export's DIR/tokenizer, when it has one
 
     def model(self):
         """The Flax module for this architecture (`xlsr_jax.models.model_class`)."""
         from xlsr_jax import models
 
         return models.model_class(self.architecture)(self.config)
+
+    def target_tokenizer_file(self) -> str | None:
+        """A translation model's sentencepiece file: the export's, else the run's data.target.tokenizer."""
+        if self.tokenizer_dir and fileio.isfile(fileio.join(self.tokenizer_dir, TOKENIZER_MODEL)):
+            return fileio.join(self.tokenizer_dir, TOKENIZER_MODEL)
+        path = (((self.run_config or {}).get("data") or {}).get("target") or {}).get("tokenizer")
+        return path or None
+
+
+def config_from_dict(architecture: str, values: Mapping[str, Any]):
+    """The config object of `architecture` from its dict (a translation model has two parts)."""
+    if architecture == SPEECH_TRANSLATION:
+        from xlsr_jax.models.speech_translation import SpeechTranslationConfig
+
+        return SpeechTranslationConfig.from_dict(dict(values))
+    return Wav2Vec2Config.from_dict(dict(values))
+
+
+def encoder_config(config) -> Wav2Vec2Config:
+    """The wav2vec 2.0 part of any of our configs."""
+    return getattr(config, "encoder", config)
 
 
 _cli_handler: logging.Handler | None = None
@@ -85,10 +115,10 @@ def setup_cli_logging() -> None:
     log.propagate = False
 
 
-def default_audio_settings(config: Wav2Vec2Config) -> dict[str, Any]:
+def default_audio_settings(config) -> dict[str, Any]:
     """Input conventions of the published models: per-utterance normalisation goes with the
     layer-norm extractor (fairseq `normalize=True` for XLSR-53 / XLS-R), raw audio with group norm."""
-    return {"sampling_rate": SAMPLE_RATE, "do_normalize": config.feat_extract_norm == "layer"}
+    return {"sampling_rate": SAMPLE_RATE, "do_normalize": encoder_config(config).feat_extract_norm == "layer"}
 
 
 def save_pretrained(
@@ -100,6 +130,8 @@ def save_pretrained(
     hf_extras: Mapping[str, Any] | None = None,
     vocab: Mapping[str, int] | None = None,
     audio: Mapping[str, Any] | None = None,
+    generation: Mapping[str, Any] | None = None,
+    tokenizer_files: Mapping[str, bytes] | None = None,
     overwrite: bool = False,
 ) -> str:
     """Writes an exported checkpoint (see module docstring) atomically.
@@ -110,6 +142,9 @@ def save_pretrained(
       config: the model config.
       architecture: one of `xlsr_jax.models.ARCHITECTURES`.
       hf_extras, vocab, audio: metadata carried for conversion back to HF.
+      generation: translation models: `xlsr_jax.generation.GenerationConfig` fields (defaults
+        of `python -m xlsr_jax.translate`).
+      tokenizer_files: translation models: file name -> bytes, stored under DIR/tokenizer/.
     Returns:
       The absolute path written.
     Raises:
@@ -134,8 +169,15 @@ def save_pretrained(
             "vocab": dict(vocab) if vocab is not None else None,
             "audio": dict(audio or default_audio_settings(config)),
         }
+        if generation:
+            meta["generation"] = dict(generation)
         with open(os.path.join(tmp, MODEL_JSON), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
+        if tokenizer_files:
+            os.makedirs(os.path.join(tmp, TOKENIZER_DIR))
+            for name, data in tokenizer_files.items():
+                with open(os.path.join(tmp, TOKENIZER_DIR, os.path.basename(name)), "wb") as f:
+                    f.write(data)
     return os.path.abspath(os.fspath(directory))
 
 
@@ -202,13 +244,17 @@ def load_pretrained(
 
     # A run's damaged newest step is named in a warning and the previous one read instead.
     found, meta, run_config, params = checkpointing.load_newest_readable(directory, load)
-    config = Wav2Vec2Config.from_dict(meta["config"])
+    config = config_from_dict(meta["architecture"], meta["config"])
     params = checkpointing.strip_boxes(params)
     if config_overrides:
-        new = dataclasses.replace(config, **dict(config_overrides))
-        if new.scan_layers != config.scan_layers:
-            params = restack_layers(params, config, new.scan_layers)
-        config = new
+        old = encoder_config(config)
+        new = dataclasses.replace(old, **dict(config_overrides))
+        if new.scan_layers != old.scan_layers:
+            params = restack_layers(params, old, new.scan_layers)
+        config = dataclasses.replace(config, encoder=new) if config is not old else new
+    tokenizer_dir = None
+    if found.kind == "export" and fileio.isdir(fileio.join(found.export_dir, TOKENIZER_DIR)):
+        tokenizer_dir = fileio.join(found.export_dir, TOKENIZER_DIR)
     log.info("loaded %s (%s)", found.describe(), meta["architecture"])
     return Pretrained(
         config,
@@ -219,6 +265,8 @@ def load_pretrained(
         meta.get("audio") or default_audio_settings(config),
         found,
         run_config,
+        meta.get("generation") or {},
+        tokenizer_dir,
     )
 
 
@@ -236,17 +284,43 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
     run = json.loads(fileio.read_text(found.config_item))
     if not isinstance(run.get("model"), Mapping):
         raise ValueError(f"{found.config_item}: run config has no `model` section")  # noqa: TRY004
-    names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
-    data = run.get("data") or {}
     architecture = checkpointing.run_architecture(run, found.config_item)
+    if architecture == SPEECH_TRANSLATION:  # the task recorded SpeechTranslationConfig's fields
+        from xlsr_jax.models.speech_translation import SpeechTranslationConfig
+
+        names = {f.name for f in dataclasses.fields(SpeechTranslationConfig)}
+    else:
+        names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+    data = run.get("data") or {}
+    hf_extras = {}
+    languages = list(data.get("languages") or [])
+    if architecture == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
+        # A language-ID run's classes are its data.languages, in id order (xlsr_jax.tasks.lid).
+        hf_extras["id2label"] = {str(i): lang for i, lang in enumerate(languages)}
+        hf_extras["label2id"] = {lang: i for i, lang in enumerate(languages)}
     meta = {
         "architecture": architecture,
         "config": {k: v for k, v in run["model"].items() if k in names},
-        "hf_extras": {},
+        "generation": _run_generation(run),
+        "hf_extras": hf_extras,
         "vocab": run_vocabulary(run, found.path) if architecture == "Wav2Vec2ForCTC" else None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }
     return meta, run
+
+
+def _run_generation(run: Mapping[str, Any]) -> dict[str, Any]:
+    """A translation run's evaluation search (`st` section) as generation settings, with its
+    target language's token forced first (the run's data.target.language)."""
+    st = run.get("st") or {}
+    if not st:
+        return {}
+    out = {"num_beams": st.get("eval_beams", 1), "max_length": st.get("eval_max_length", 200)}
+    out["length_penalty"] = st.get("eval_length_penalty", 1.0)
+    language = ((run.get("data") or {}).get("target") or {}).get("language")
+    if language:
+        out["target_language"] = language  # resolved to a token id by the tokenizer's user
+    return out
 
 
 def run_vocabulary(run: Mapping[str, Any], where: str) -> dict[str, int] | None:

@@ -2,7 +2,8 @@
 
 Python API (the CLI `python -m xlsr_jax.convert` / `xlsr-convert` wraps these):
 
-  hf_to_orbax(hf_folder, out_dir)          transformers Wav2Vec2 folder -> exported checkpoint
+  hf_to_orbax(hf_folder, out_dir)          transformers Wav2Vec2 or SpeechEncoderDecoderModel
+                                           (XLS-R translation) folder -> exported checkpoint
   fairseq_to_orbax(pt_file, out_dir)       fairseq wav2vec 2.0 .pt (pretrained or CTC) -> same
   orbax_to_hf(ckpt_dir, out_folder)        exported checkpoint -> transformers folder
 
@@ -16,6 +17,7 @@ model.json); load it with `xlsr_jax.pretrained.load_pretrained`. All renames are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from xlsr_jax import decoding
 from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, fairseq, hf_io, tables
 from xlsr_jax.convert import params as params_lib
+from xlsr_jax.convert import speech_translation as st
 from xlsr_jax.convert.configs import ConfigError
 from xlsr_jax.convert.params import CheckpointMismatchError
 from xlsr_jax.convert.torch_pickle import UnsafeCheckpointError
@@ -90,6 +93,7 @@ def hf_to_orbax(
     out_dir: str | os.PathLike,
     *,
     overrides: Mapping[str, Any] | None = None,
+    audio: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     revision: str | None = None,
 ) -> str:
@@ -98,22 +102,47 @@ def hf_to_orbax(
     `hf_folder` may also be a hub model id (`facebook/wav2vec2-xls-r-300m`), fetched into the
     hub cache at `revision` (`hf_io.resolve_hf_source`).
 
-    A CTC folder's vocab.json (if present) is carried along for the way back.
+    A CTC folder's vocab.json (if present) is carried along for the way back. The audio settings
+    (`sampling_rate`, `do_normalize`) are read as transformers reads them (`hf_io.read_audio_settings`);
+    `audio` states them explicitly (wins over the files).
+
+    Raises:
+      ValueError: a CTC or classification folder that states no audio settings, and no `audio`.
     """
     from xlsr_jax import pretrained
 
     hf_folder = hf_io.resolve_hf_source(hf_folder, revision)
+    config_path = os.path.join(os.fspath(hf_folder), hf_io.CONFIG)
     hf_config = hf_io.read_hf_config(hf_folder)
+    if hf_config.get("model_type") != st.MODEL_TYPE:  # a wav2vec2 config: every field checked first
+        with _naming(config_path):
+            configs.hf_to_config(hf_config, **dict(overrides or {}))
     state = hf_io.read_hf_state(hf_folder)
-    config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
+    if hf_config.get("model_type") == st.MODEL_TYPE:
+        return _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite)
+    with _naming(f"{hf_folder} ({hf_io.CONFIG} vs weights)"):
+        config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
     vocab = hf_io.read_ctc_vocab(hf_folder)
-    pre = _read_json_if_exists(os.path.join(os.fspath(hf_folder), hf_io.PREPROCESSOR))
-    audio = pretrained.default_audio_settings(config)
-    if pre:
-        audio = {
-            "sampling_rate": pre.get("sampling_rate", SAMPLE_RATE),
-            "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
-        }
+    # A head that transcribes or classifies raw audio gives different answers at another rate or
+    # normalisation: there the settings must be stated, by a file or explicitly.
+    audio = hf_io.read_audio_settings(
+        hf_folder, needed=arch in ("Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification"), explicit=audio
+    )
+    defaults = pretrained.default_audio_settings(config)
+    for key in set(defaults) - set(audio):
+        log.warning(
+            "%s: no %s stated (no %s / %s, no --%s); assuming %r (%s)",
+            hf_folder,
+            key,
+            hf_io.PREPROCESSOR,
+            hf_io.PROCESSOR,
+            key,
+            defaults[key],
+            "wav2vec 2.0's rate"
+            if key == "sampling_rate"
+            else f"the convention of {config.feat_extract_norm}-norm models",
+        )
+        audio[key] = defaults[key]
     if arch == "Wav2Vec2ForCTC" and vocab is not None:
         tokenizer = hf_io.read_tokenizer_settings(hf_folder)
         if all(isinstance(i, int) for i in vocab.values()):
@@ -154,9 +183,10 @@ def fairseq_to_orbax(
     """
     from xlsr_jax import pretrained
 
-    hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
-    audio = hf_config.pop("xlsr_jax_audio")
-    config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
+    with _naming(os.fspath(checkpoint)):
+        hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
+        audio = hf_config.pop("xlsr_jax_audio")
+        config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
     return pretrained.save_pretrained(
         out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
     )
@@ -192,6 +222,8 @@ def orbax_to_hf(
     from xlsr_jax import pretrained
 
     loaded = pretrained.load_pretrained(ckpt_dir)
+    if loaded.architecture == pretrained.SPEECH_TRANSLATION:
+        return _translation_to_hf(loaded, out_folder, overwrite)
     extras = dict(loaded.hf_extras)
     tokenizer = extras.pop(decoding.TOKENIZER_EXTRA, None)  # tokenizer files, not config.json
     if labels is not None:
@@ -228,10 +260,99 @@ def orbax_to_hf(
     return out
 
 
-def _read_json_if_exists(path: str) -> Any:
-    import json
+@contextlib.contextmanager
+def _naming(source: str):
+    """Prefixes config and mismatch errors with the file they are about (once)."""
+    try:
+        yield
+    except (ConfigError, CheckpointMismatchError) as e:
+        if str(e).startswith(source):
+            raise
+        raise type(e)(f"{source}: {e}") from None
 
+
+def _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite) -> str:
+    """SpeechEncoderDecoderModel folder -> our checkpoint, with its generation settings
+    (generation_config.json, else the config's token ids) and its tokenizer files."""
+    from xlsr_jax import generation, pretrained
+
+    folder = os.fspath(hf_folder)
+    config, extras = st.hf_to_st_config(hf_config, **dict(overrides or {}))
+    params = st.hf_state_to_st_params(state, config)
+    defaults = {
+        "decoder_start_token_id": config.decoder_start_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "max_length": config.decoder.max_position_embeddings,
+        **extras,
+    }
+    gen_values = _read_json_if_exists(os.path.join(folder, hf_io.GENERATION)) or {}
+    gen = generation.GenerationConfig.from_hf({**defaults, **gen_values})
+    tokenizer = {}
+    for name in hf_io.TOKENIZER_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                tokenizer[name] = f.read()
+    pre = _read_json_if_exists(os.path.join(folder, hf_io.PREPROCESSOR))
+    audio = pretrained.default_audio_settings(config)
+    if pre:
+        audio = {"sampling_rate": pre.get("sampling_rate", 16000), "do_normalize": pre.get("do_normalize", True)}
+    return pretrained.save_pretrained(
+        out_dir,
+        params,
+        config,
+        pretrained.SPEECH_TRANSLATION,
+        hf_extras=extras,
+        audio=audio,
+        generation=gen.to_hf(),
+        tokenizer_files=tokenizer,
+        overwrite=overwrite,
+    )
+
+
+def _translation_to_hf(loaded, out_folder, overwrite) -> str:
+    """Our translation checkpoint -> a SpeechEncoderDecoderModel folder (config.json,
+    model.safetensors, generation_config.json, preprocessor_config.json, tokenizer files)."""
+    from xlsr_jax import fileio, pretrained
+
+    config = loaded.config
+    hf_config = st.st_config_to_hf(config, loaded.hf_extras)
+    state = st.st_params_to_hf_state(loaded.params, config)
+    audio = loaded.audio or pretrained.default_audio_settings(config)
+    files: dict[str, Any] = {
+        hf_io.PREPROCESSOR: hf_io.preprocessor_config(
+            audio.get("sampling_rate", 16000), audio.get("do_normalize", True), return_attention_mask=True
+        ),
+    }
+    if loaded.generation:
+        from xlsr_jax import generation
+
+        settings = dict(loaded.generation)
+        language = settings.pop("target_language", None)  # a training run's target language
+        if language and loaded.target_tokenizer_file():
+            from data_pipelines import translation
+
+            settings["forced_bos_token_id"] = translation.TargetTokenizer(loaded.target_tokenizer_file()).language_id(
+                language
+            )
+        tokens = {"decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id}
+        gen = generation.GenerationConfig.from_hf({**tokens, "pad_token_id": config.pad_token_id, **settings})
+        files[hf_io.GENERATION] = {**gen.to_hf(), "bos_token_id": config.bos_token_id}
+    binary = {}
+    if loaded.tokenizer_dir:
+        for name in fileio.listdir(loaded.tokenizer_dir):
+            with open(fileio.join(loaded.tokenizer_dir, name), "rb") as f:
+                binary[name] = f.read()
+    elif loaded.target_tokenizer_file():  # a training run: its data.target.tokenizer
+        with open(loaded.target_tokenizer_file(), "rb") as f:
+            binary[pretrained.TOKENIZER_MODEL] = f.read()
+    return hf_io.write_hf_folder(
+        out_folder, hf_config, state, json_files=files, binary_files=binary, overwrite=overwrite
+    )
+
+
+def _read_json_if_exists(path: str) -> Any:
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return hf_io.read_json(path)

@@ -41,6 +41,30 @@ def normalize_hf_keys(state: Mapping[str, np.ndarray], architecture: str) -> dic
     return out
 
 
+def check_layer_counts(state: Mapping[str, Any], config: Wav2Vec2Config) -> None:
+    """Compares the numbers of Transformer and conv layers the config declares with those the
+    weights hold, from the key names alone: before a parameter table or any array is built
+    from the config (a declared num_hidden_layers of 10 million would otherwise take minutes
+    and gigabytes before the mismatch shows).
+
+    Raises:
+      CheckpointMismatchError naming the config field and both counts.
+    """
+    for field, declared, pattern in (
+        ("num_hidden_layers", config.num_hidden_layers, r"(?:^|\.)encoder\.layers\.(\d+)\."),
+        ("conv_dim", len(config.conv_dim), r"(?:^|\.)feature_extractor\.conv_layers\.(\d+)\."),
+    ):
+        found = {int(m.group(1)) for k in state for m in [re.search(pattern, k)] if m}
+        # Only more declared than held needs the early answer (the table would grow with the
+        # config); extra or missing indices below are listed key by key by the full comparison.
+        if found and declared > max(found) + 1:
+            held = f"{len(found)} (indices {min(found)}..{max(found)})"
+            raise CheckpointMismatchError(
+                f"the config declares {declared} {'Transformer' if field == 'num_hidden_layers' else 'conv'} "
+                f"layers ({field}) but the weights hold {held}"
+            )
+
+
 def hf_state_to_params(
     state: Mapping[str, np.ndarray],
     config: Wav2Vec2Config,
@@ -64,7 +88,28 @@ def hf_state_to_params(
       CheckpointMismatchError naming every missing, unexpected and mis-shaped key.
     """
     state = normalize_hf_keys(state, architecture)
+    check_layer_counts(state, config)
     rules = tables.hf_param_table(config, architecture)
+    layers = config.num_hidden_layers if config.scan_layers else None
+    return state_to_params_by_rules(
+        state, rules, architecture, layers, allow_missing=allow_missing, ignore_unexpected=ignore_unexpected
+    )
+
+
+def state_to_params_by_rules(
+    state: Mapping[str, np.ndarray],
+    rules: list[tables.ParamRule],
+    what: str,
+    scanned_layers: int | None = None,
+    *,
+    allow_missing: tuple[str, ...] = (),
+    ignore_unexpected: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A HF state dict -> our nested parameter dict, as `rules` say (see `hf_state_to_params`).
+
+    `scanned_layers`: the layer count when rules with a `layer` index are stacked on a leading
+    axis (scanned layers), else None. `what` names the model in the error message.
+    """
     expected = {r.hf for r in rules}
     missing = [k for k in expected - set(state) if not any(re.fullmatch(p, k) for p in allow_missing)]
     unexpected = [k for k in set(state) - expected if not any(re.fullmatch(p, k) for p in ignore_unexpected)]
@@ -82,7 +127,7 @@ def hf_state_to_params(
         if bad_shape:
             parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
         raise CheckpointMismatchError(
-            f"checkpoint does not match the {architecture} described by its config: " + "; ".join(parts)
+            f"checkpoint does not match the {what} described by its config: " + "; ".join(parts)
         )
 
     params: dict[str, Any] = {}
@@ -92,8 +137,8 @@ def hf_state_to_params(
             value = r.transform.to_ours(np.asarray(state[r.hf], dtype=np.float32))
         else:
             value = np.zeros(r.ours_shape, np.float32)
-        if config.scan_layers and r.layer is not None:
-            stacked.setdefault(r.ours, [None] * config.num_hidden_layers)[r.layer] = value
+        if scanned_layers is not None and r.layer is not None:
+            stacked.setdefault(r.ours, [None] * scanned_layers)[r.layer] = value
         else:
             _set(params, r.ours, np.ascontiguousarray(value))
     for path, values in stacked.items():
@@ -110,19 +155,32 @@ def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config, archit
       no such parameter then.
     """
     rules = tables.hf_param_table(config, architecture)
+    optional = {("masked_spec_embed",), ("wav2vec2", "masked_spec_embed")}
+    layers = config.num_hidden_layers if config.scan_layers else None
+    return params_to_state_by_rules(params, rules, architecture, layers, optional=optional)
+
+
+def params_to_state_by_rules(
+    params: Mapping[str, Any],
+    rules: list[tables.ParamRule],
+    what: str,
+    scanned_layers: int | None = None,
+    *,
+    optional: set[tuple[str, ...]] = frozenset(),
+) -> dict[str, np.ndarray]:
+    """Our parameter tree -> a HF state dict, as `rules` say (see `params_to_hf_state`).
+
+    `optional`: our parameter paths that may exist without a HF counterpart (dropped).
+    """
     flat = flatten(params)
     used = {r.ours for r in rules}
-    optional = {("masked_spec_embed",), ("wav2vec2", "masked_spec_embed")}
     missing = ["/".join(p) for p in used - set(flat)]
-    unused = ["/".join(p) for p in set(flat) - used - optional]
+    unused = ["/".join(p) for p in set(flat) - used - set(optional)]
     bad_shape = []
     for r in rules:
         if r.ours in flat:
-            want = (
-                ((config.num_hidden_layers,) + r.ours_shape)
-                if (config.scan_layers and r.layer is not None)
-                else r.ours_shape
-            )
+            stacked = scanned_layers is not None and r.layer is not None
+            want = ((scanned_layers,) + r.ours_shape) if stacked else r.ours_shape
             got = tuple(np.shape(flat[r.ours]))
             if got != want:
                 bad_shape.append(f"{'/'.join(r.ours)}: params {got} vs config {want}")
@@ -135,12 +193,12 @@ def params_to_hf_state(params: Mapping[str, Any], config: Wav2Vec2Config, archit
         if bad_shape:
             parts.append(f"shape mismatches ({len(bad_shape)}): {_fmt(bad_shape)}")
         raise CheckpointMismatchError(
-            f"parameters do not match the {architecture} described by the config: " + "; ".join(parts)
+            f"parameters do not match the {what} described by the config: " + "; ".join(parts)
         )
     state = {}
     for r in rules:
         value = np.asarray(flat[r.ours], dtype=np.float32)
-        if config.scan_layers and r.layer is not None:
+        if scanned_layers is not None and r.layer is not None:
             value = value[r.layer]
         state[r.hf] = np.ascontiguousarray(r.transform.to_hf(value))
     return state

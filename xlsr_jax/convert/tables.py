@@ -26,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 
 from xlsr_jax.models.config import Wav2Vec2Config
+from xlsr_jax.models.decoder import MBartDecoderConfig
+from xlsr_jax.models.speech_translation import SpeechTranslationConfig
 from xlsr_jax.models.transformer import SCANNED_LAYERS, layer_name
 
 # ----------------------------------------------------------------------------- fairseq <-> HF
@@ -294,6 +296,16 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
         linear(f"{hf_l}.feed_forward.output_dense", f"{our_l}/feed_forward/output_dense", F, E, layer=i)
         norm(f"{hf_l}.final_layer_norm", f"{our_l}/final_layer_norm", E, layer=i)
 
+    if c.add_adapter:  # HF Wav2Vec2Adapter (part of the base model, after the encoder)
+        W = c.adapter_hidden_size
+        if W != E:
+            linear("adapter.proj", "adapter/proj", E, W)
+            norm("adapter.proj_layer_norm", "adapter/proj_layer_norm", W)
+        K = c.adapter_kernel_size
+        for i in range(c.num_adapter_layers):
+            add(f"adapter.layers.{i}.conv.weight", f"adapter/layers_{i}/kernel", (2 * W, W, K), (K, W, 2 * W), _conv())
+            add(f"adapter.layers.{i}.conv.bias", f"adapter/layers_{i}/bias", (2 * W,), (2 * W,), _ident())
+
     if architecture == "Wav2Vec2ForPreTraining":
         G, V, cd = c.num_codevector_groups, c.num_codevectors_per_group, c.codevector_dim
         add(
@@ -315,4 +327,83 @@ def hf_param_table(config: Wav2Vec2Config, architecture: str) -> list[ParamRule]
             add("layer_weights", "layer_weights", (n,), (n,), _ident(), base=False)
         linear("projector", "projector", E, c.classifier_proj_size, base=False)
         linear("classifier", "classifier", c.classifier_proj_size, c.num_labels, base=False)
+    return rules
+
+
+def decoder_param_table(config: MBartDecoderConfig, hf_prefix: str = "decoder.") -> list[ParamRule]:
+    """Every parameter of HF `MBartForCausalLM` (under `hf_prefix`) with our `Decoder` counterpart.
+
+    HF nests the decoder as `model.decoder.*` with `lm_head` beside it; a tied `lm_head` (the
+    default) is the embedding matrix and has no parameter of its own on our side, nor in the
+    files `save_pretrained` writes.
+    """
+    c = config
+    E, F, H, D = c.d_model, c.decoder_ffn_dim, c.decoder_attention_heads, c.head_dim
+    rules: list[ParamRule] = []
+    base = hf_prefix + "model.decoder."
+
+    def add(hf, ours, hf_shape, ours_shape, transform, layer=None):
+        rules.append(
+            ParamRule(hf, ("decoder",) + tuple(ours.split("/")), tuple(hf_shape), tuple(ours_shape), transform, layer)
+        )
+
+    def linear(hf, ours, n_in, n_out, layer):
+        add(hf + ".weight", ours + "/kernel", (n_out, n_in), (n_in, n_out), _linear(), layer)
+        add(hf + ".bias", ours + "/bias", (n_out,), (n_out,), _ident(), layer)
+
+    def norm(hf, ours, layer=None):
+        add(hf + ".weight", ours + "/scale", (E,), (E,), _ident(), layer)
+        add(hf + ".bias", ours + "/bias", (E,), (E,), _ident(), layer)
+
+    add(base + "embed_tokens.weight", "embed_tokens/embedding", (c.vocab_size, E), (c.vocab_size, E), _ident())
+    positions = c.max_position_embeddings + 2  # MBartLearnedPositionalEmbedding's offset
+    add(base + "embed_positions.weight", "embed_positions/embedding", (positions, E), (positions, E), _ident())
+    norm(base + "layernorm_embedding", "layernorm_embedding")
+    for i in range(c.decoder_layers):
+        hf_l, our_l = f"{base}layers.{i}", f"layers_{i}"
+        for attn in ("self_attn", "encoder_attn"):
+            for name in ("q_proj", "k_proj", "v_proj"):
+                add(
+                    f"{hf_l}.{attn}.{name}.weight",
+                    f"{our_l}/{attn}/{name}/kernel",
+                    (E, E),
+                    (E, H, D),
+                    _qkv_kernel(H, D),
+                    i,
+                )
+                add(f"{hf_l}.{attn}.{name}.bias", f"{our_l}/{attn}/{name}/bias", (E,), (H, D), _qkv_bias(H, D), i)
+            add(
+                f"{hf_l}.{attn}.out_proj.weight",
+                f"{our_l}/{attn}/out_proj/kernel",
+                (E, E),
+                (H, D, E),
+                _out_kernel(H, D),
+                i,
+            )
+            add(f"{hf_l}.{attn}.out_proj.bias", f"{our_l}/{attn}/out_proj/bias", (E,), (E,), _ident(), i)
+            norm(f"{hf_l}.{attn}_layer_norm", f"{our_l}/{attn}_layer_norm", i)
+        linear(f"{hf_l}.fc1", f"{our_l}/fc1", E, F, i)
+        linear(f"{hf_l}.fc2", f"{our_l}/fc2", F, E, i)
+        norm(f"{hf_l}.final_layer_norm", f"{our_l}/final_layer_norm", i)
+    norm(base + "layer_norm", "layer_norm")
+    if not c.tie_word_embeddings:
+        add(hf_prefix + "lm_head.weight", "lm_head/kernel", (c.vocab_size, E), (E, c.vocab_size), _linear())
+    return rules
+
+
+def speech_translation_param_table(config: SpeechTranslationConfig) -> list[ParamRule]:
+    """Every parameter of HF `SpeechEncoderDecoderModel` (Wav2Vec2Model with its adapter +
+    MBartForCausalLM) with our `Wav2Vec2ForSpeechTranslation` counterpart."""
+    # Our model keeps the adapter beside the encoder (`adapter/`), HF inside it (`encoder.adapter.`).
+    rules = [
+        dataclasses.replace(r, hf="encoder." + r.hf, ours=r.ours if r.ours[0] == "adapter" else ("wav2vec2",) + r.ours)
+        for r in hf_param_table(config.encoder, "Wav2Vec2Model")
+    ]
+    rules += decoder_param_table(config.decoder)
+    if config.needs_enc_to_dec_proj:
+        n_in, n_out = config.encoder.encoder_output_size, config.decoder.d_model
+        rules.append(
+            ParamRule("enc_to_dec_proj.weight", ("enc_to_dec_proj", "kernel"), (n_out, n_in), (n_in, n_out), _linear())
+        )
+        rules.append(ParamRule("enc_to_dec_proj.bias", ("enc_to_dec_proj", "bias"), (n_out,), (n_out,), _ident()))
     return rules

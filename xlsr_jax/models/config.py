@@ -16,7 +16,13 @@ import numpy as np
 # The model classes a checkpoint can hold, by their transformers names: what `xlsr_jax.pretrained`
 # records in model.json, what the trainer's tasks train, and what `xlsr_jax.convert` maps
 # (`xlsr_jax.models.model_class` gives the flax module of each).
-ARCHITECTURES = ("Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification")
+ARCHITECTURES = (
+    "Wav2Vec2ForPreTraining",
+    "Wav2Vec2Model",
+    "Wav2Vec2ForCTC",
+    "Wav2Vec2ForSequenceClassification",
+    "Wav2Vec2ForSpeechTranslation",  # config: models.speech_translation.SpeechTranslationConfig
+)
 
 _TUPLE_FIELDS = ("conv_dim", "conv_stride", "conv_kernel")
 
@@ -79,6 +85,15 @@ class Wav2Vec2Config:
     classifier_proj_size: int = 256
     use_weighted_layer_sum: bool = False
 
+    # Convolutional adapter after the Transformer (HF `Wav2Vec2Adapter`, the speech-translation
+    # encoder of Babu et al. 2021 §5.1): GLU convolutions that shorten the frames
+    # adapter_stride ** num_adapter_layers times, after a projection to output_hidden_size.
+    add_adapter: bool = False
+    num_adapter_layers: int = 3
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
+    output_hidden_size: int | None = None  # adapter width; None = hidden_size (HF's default)
+
     # Execution (not part of the published architecture).
     dtype: str = "float32"  # compute dtype; parameters stay float32
     scan_layers: bool = False  # nn.scan over Transformer blocks: one compiled block, fast compile
@@ -102,10 +117,22 @@ class Wav2Vec2Config:
             raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"unsupported dtype {self.dtype!r}")
+        if self.add_adapter and (self.num_adapter_layers < 1 or self.adapter_stride < 1):
+            raise ValueError("an adapter needs num_adapter_layers >= 1 and adapter_stride >= 1")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def adapter_hidden_size(self) -> int:
+        """Width of the encoder output: output_hidden_size when set, else hidden_size (as HF)."""
+        return self.output_hidden_size or self.hidden_size
+
+    @property
+    def encoder_output_size(self) -> int:
+        """Width of `Wav2Vec2Model`'s last_hidden_state: the adapter's when there is one."""
+        return self.adapter_hidden_size if self.add_adapter else self.hidden_size
 
     @property
     def num_codevectors(self) -> int:
@@ -124,6 +151,18 @@ class Wav2Vec2Config:
             lengths = (lengths - kernel) // stride + 1
         if isinstance(lengths, (int, np.integer)):
             return max(int(lengths), 0)
+        return lengths
+
+    def encoder_output_lengths(self, num_samples):
+        """Frames of `Wav2Vec2Model`'s output: the conv frames, shortened by the adapter if any.
+
+        Each adapter conv (padding 1, kernel 3, stride s) maps L frames to (L - 1) // s + 1, which
+        is HF's `_get_feat_extract_output_lengths(add_adapter=True)` rule.
+        """
+        lengths = self.feature_lengths(num_samples)
+        if self.add_adapter:
+            for _ in range(self.num_adapter_layers):
+                lengths = (lengths - 1) // self.adapter_stride + 1
         return lengths
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from xlsr_jax import masking
 from xlsr_jax import sharding as shd
+from xlsr_jax.models.adapter import Adapter
 from xlsr_jax.models.config import Wav2Vec2Config
 from xlsr_jax.models.feature_encoder import FeatureEncoder
 from xlsr_jax.models.layers import Dense, LayerNorm, dropout
@@ -21,9 +22,9 @@ from xlsr_jax.models.transformer import Encoder
 
 
 class Wav2Vec2Output(NamedTuple):
-    last_hidden_state: jax.Array  # [batch, frames, hidden]
+    last_hidden_state: jax.Array  # [batch, frames, hidden]; after the adapter (if any): fewer, wider
     extract_features: jax.Array  # [batch, frames, conv_dim[-1]]: conv features after layer norm
-    padding_mask: jax.Array  # bool [batch, frames], True at padding frames
+    padding_mask: jax.Array  # bool [batch, frames], True at padding frames of last_hidden_state
     mask_time_indices: jax.Array | None  # bool [batch, frames], True where the input was masked
     feature_penalty: jax.Array  # scalar: mean squared conv feature (fairseq features_pen)
     hidden_states: tuple[jax.Array, ...] | None  # num_hidden_layers + 1 arrays (HF semantics)
@@ -48,6 +49,16 @@ def frame_padding_mask(
     valid_samples = jnp.sum(~padding_mask, axis=-1)
     valid_frames = config.feature_lengths(valid_samples)
     return jnp.arange(num_frames)[None, :] >= valid_frames[:, None]
+
+
+def adapter_padding_mask(
+    config: Wav2Vec2Config, padding_mask: jax.Array | None, num_frames: int, batch: int
+) -> jax.Array:
+    """Padding mask [batch, num_frames] of the adapter's output (HF's output-length rule)."""
+    if padding_mask is None:
+        return jnp.zeros((batch, num_frames), bool)
+    valid = config.encoder_output_lengths(jnp.sum(~padding_mask, axis=-1))
+    return jnp.arange(num_frames)[None, :] >= valid[:, None]
 
 
 class FeatureProjection(nn.Module):
@@ -132,6 +143,9 @@ class Wav2Vec2Model(nn.Module):
             hidden = jnp.where(channel_mask[:, None, :], 0, hidden)
 
         last, hidden_states = Encoder(cfg, name="encoder")(hidden, frame_padding, deterministic, output_hidden_states)
+        if cfg.add_adapter:  # HF Wav2Vec2Model: the adapter runs on the encoder's output
+            last = Adapter(cfg, name="adapter")(last, deterministic)  # [batch, frames', output_hidden_size]
+            frame_padding = adapter_padding_mask(cfg, padding_mask, last.shape[1], batch)
         return Wav2Vec2Output(last, extract_features, frame_padding, mask_time_indices, feature_penalty, hidden_states)
 
 
