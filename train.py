@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
     import jax
 
+    from data_pipelines.pipeline import VocabularyMismatchError
     from data_pipelines.sources import CorpusLayoutError
     from xlsr_jax import trainer
 
@@ -68,12 +69,25 @@ def main(argv: list[str]) -> None:
         jax.device_count(),
         jax.devices()[0].device_kind,
     )
+    from xlsr_jax import checkpointing
+
     try:
         trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except CorpusLayoutError as e:
         # A corpus folder not in its reader's layout is the user's to fix: one line naming the
         # file, not a traceback through the trainer (it is found at start, before any step).
         raise SystemExit(f"train.py: corpus layout error: {e}") from None
+    except VocabularyMismatchError as e:  # a config to change, not a crash (found before any step)
+        raise SystemExit(f"error: {e}") from None
+    except (
+        checkpointing.CheckpointSaveError,
+        checkpointing.CheckpointDamagedError,
+        checkpointing.ModelMismatchError,
+        OSError,  # e.g. a full disk met by metrics.jsonl before a checkpoint: "[Errno 28] ...: 'path'"
+    ) as e:
+        # What is wrong with the disk or the checkpoint, without a traceback; exit status 1.
+        logging.getLogger("xlsr_jax.train").error("%s", e)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

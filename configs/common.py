@@ -70,6 +70,9 @@ def base_config(
     config.train = ml_collections.ConfigDict()
     config.train.total_steps = steps  # batches to train on (= updates when none is skipped)
     config.train.seed = 0  # parameter init and the per-step dropout/mask/Gumbel keys
+    # JAX's persistent compilation cache, so a restarted run skips recompiling: "" = <workdir>/
+    # jax_cache, "none" = off, or a folder (e.g. ~/.cache/xlsr_jax/jax, shared by runs).
+    config.train.compilation_cache_dir = ""
     # Microbatches per update (fairseq update_freq): the data section's batch is cut into this
     # many pieces whose gradients are averaged, for published batch sizes on fewer devices.
     config.train.grad_accum_steps = 1
@@ -116,6 +119,10 @@ def base_config(
 
     config.init = ml_collections.ConfigDict()
     config.init.checkpoint = ""  # params-only initialisation from this checkpoint ("" = random)
+    # Accept an init.checkpoint whose parameters only partly fit the model: restore those with
+    # the model's shapes, initialise the others freshly (both listed in the log). False: a
+    # mismatch is an error listing every differing parameter.
+    config.init.partial = False
     return config
 
 

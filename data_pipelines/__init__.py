@@ -44,7 +44,14 @@ from data_pipelines.config import (
     default_config,
     demo_corpus_config,
 )
-from data_pipelines.pipeline import TASKS, InputPipeline, build_input, build_target_tokenizer, build_vocabulary
+from data_pipelines.pipeline import (
+    TASKS,
+    InputPipeline,
+    VocabularyMismatchError,
+    build_input,
+    build_target_tokenizer,
+    build_vocabulary,
+)
 from data_pipelines.text import Vocabulary, normalize_text
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "AudioDecodeError",
     "InputPipeline",
     "Vocabulary",
+    "VocabularyMismatchError",
     "build_input",
     "build_target_tokenizer",
     "build_vocabulary",

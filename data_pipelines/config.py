@@ -76,6 +76,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.vocabulary = ml_collections.ConfigDict()
     # HF-style vocab.json to use; empty = built from the train split's transcripts.
     c.vocabulary.path = ""
+    # Highest share of the train split's (normalised) label characters that may be `<unk>`; above
+    # it the run stops before training (a vocabulary that disagrees with the normaliser, e.g. an
+    # upper-case vocab.json with the default lower-casing, would train on <unk> and evaluate
+    # against empty references). 0.05: a hub vocabulary typically misses a few rare characters.
+    c.vocabulary.max_unk_rate = 0.05
     c.target = ml_collections.ConfigDict()
     # Speech translation (task "st"): the target sentencepiece model (mBART-50's
     # sentencepiece.bpe.model, or a small one from data_pipelines.translation.train_sentencepiece).
@@ -86,7 +91,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.target.language = "en"
     c.text = ml_collections.ConfigDict()
     # Transcript normalisation overrides per language, e.g. {"en": {"keep": "'-"}}; options:
-    # nfkc, lowercase, strip_punctuation, keep, word_spaces (see data_pipelines/text.py).
+    # fold_typography, apostrophe, nfkc, lowercase, strip_punctuation, keep, word_spaces (see
+    # data_pipelines/text.py).
     c.text.per_language = {}
     return c
 

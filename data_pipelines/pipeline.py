@@ -37,6 +37,81 @@ def _plain(x):
     return x
 
 
+def _decode_failure_reason(error: Exception) -> str:
+    """The skip reason of a failed decode: the decoder's own cause (`AudioDecodeError.reason`:
+    empty, not_audio, truncated, non_finite, ...), else from its message: "empty" (no samples),
+    "non_finite" (NaN/inf samples) or "unreadable"."""
+    reason = getattr(error, "reason", None)
+    if reason:
+        return reason
+    message = str(error)
+    if "no samples" in message:
+        return "empty"
+    if "non-finite" in message:
+        return "non_finite"
+    return "unreadable"
+
+
+class VocabularyMismatchError(ValueError):
+    """Too many of the training labels are `<unk>`: the vocabulary and the normaliser disagree."""
+
+
+class _UnkCounter:
+    """Counts the `<unk>` share of a split's encoded labels (the word delimiter not counted)."""
+
+    def __init__(self, vocabulary: text.Vocabulary):
+        self.vocabulary = vocabulary
+        self.total = self.unknown = 0
+        self.chars: dict[str, int] = {}
+        self.example = None
+
+    def add(self, ids: np.ndarray, raw: str, language: str) -> None:
+        vocab = self.vocabulary
+        self.total += int(np.count_nonzero(ids != vocab.delimiter_id))
+        missing = int(np.count_nonzero(ids == vocab.unk_id))
+        if missing:
+            self.unknown += missing
+            norm = vocab.normalize(raw, language).replace(" ", "")
+            for c in norm:
+                if c not in vocab.index:
+                    self.chars[c] = self.chars.get(c, 0) + 1
+            if self.example is None:
+                self.example = (raw, vocab.normalize(raw, language))
+
+    def check(self, split: str, vocab_cfg) -> float:
+        """Logs the rate; raises for the train split when it is above `vocab_cfg.max_unk_rate`.
+
+        Returns:
+          the share of label characters that are `<unk>` (0.0 for no labels).
+        Raises:
+          ValueError naming the options to change (train split, rate above the limit).
+        """
+        rate = self.unknown / self.total if self.total else 0.0
+        if not self.unknown:
+            return rate
+        top = sorted(self.chars.items(), key=lambda kv: -kv[1])[:10]
+        where = f"vocab.json {vocab_cfg.path}" if vocab_cfg.path else "the vocabulary"
+        msg = (
+            f"{self.unknown} of {self.total} label characters of split {split!r} ({rate:.1%}) are not in "
+            f"{where} and become <unk>; most frequent: {', '.join(f'{c!r} x{n}' for c, n in top)}; "
+            f"e.g. {self.example[0]!r} normalises to {self.example[1]!r}"
+        )
+        limit = float(vocab_cfg.get("max_unk_rate", 0.05))
+        if rate <= limit:
+            logger.info("%s", msg)
+        elif split != "train":
+            logger.warning("%s (above data.vocabulary.max_unk_rate=%g)", msg, limit)
+        else:
+            raise VocabularyMismatchError(
+                f"{msg}. That is above data.vocabulary.max_unk_rate={limit:g}: make the transcript "
+                "normaliser agree with the vocabulary (data.text.per_language, e.g. "
+                "{'en': {'lowercase': False}} for an upper-case vocabulary), or use another "
+                "data.vocabulary.path (empty = built from the train transcripts), or raise "
+                "data.vocabulary.max_unk_rate."
+            )
+        return rate
+
+
 class SkipStats:
     """Thread-safe counts of dropped/skipped utterances by reason, with a few example ids."""
 
@@ -45,6 +120,7 @@ class SkipStats:
         self.counts: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}
         self.decode_skips = 0
+        self._counted: set = set()  # keys of files already counted (a file is retried each epoch)
 
     def add(
         self,
@@ -52,10 +128,21 @@ class SkipStats:
         examples: str | list[str],
         n: int = 1,
         at_decode: bool = False,
+        key=None,
     ) -> None:
         """Counts `n` skips for `reason` (keeping a few example ids); logs a summary at the 1st,
-        2nd, 4th, 8th, ... decode-time skip so a long run's log stays short."""
+        2nd, 4th, 8th, ... decode-time skip so a long run's log stays short.
+
+        Args:
+          key: identifies the file (e.g. (source, index)); a key already counted is not counted
+            again, so the counts are files, not decode attempts (a bad file is drawn again in
+            every epoch and by every bucket plan).
+        """
         with self._lock:
+            if key is not None:
+                if key in self._counted:
+                    return
+                self._counted.add(key)
             self.counts[reason] = self.counts.get(reason, 0) + n
             ex = self.examples.setdefault(reason, [])
             for e in [examples] if isinstance(examples, str) else examples:
@@ -281,6 +368,7 @@ class InputPipeline:
         refs, lengths, langs, buckets = [], [], [], []
         stats = self.stats_tracker
         per_lang = _plain(cfg.text).get("per_language")
+        unk = _UnkCounter(self.vocabulary) if self.task == "ctc" else None
 
         def drop(keep, mask, reason, src):
             """Counts and removes `mask` from `keep` (vectorised: fast on million-clip corpora)."""
@@ -310,7 +398,10 @@ class InputPipeline:
                     t = src.transcripts[j] if src.transcripts is not None else ""
                     if not text.normalize_text(t, src.languages[j], per_lang):
                         no_text[j] = True
-                    elif len(self.vocabulary.encode(t, src.languages[j])) > label_lens[b[j]]:
+                        continue
+                    ids = self.vocabulary.encode(t, src.languages[j])
+                    unk.add(ids, t, src.languages[j])
+                    if len(ids) > label_lens[b[j]]:
                         too_many[j] = True
                 keep = drop(keep, no_text, "no_transcript", src)
                 keep = drop(keep, too_many, "label_too_long", src)
@@ -341,6 +432,8 @@ class InputPipeline:
             }
             for k, code in enumerate(self.languages)
         }
+        if unk is not None:
+            self.unk_rate = unk.check(self.split, cfg.vocabulary)
         if not len(refs):
             raise ValueError(f"no usable utterances in split {self.split!r} ({stats.summary()})")
         self.probabilities = sampling.language_probabilities(self.hours, cfg.sampling_alpha)
@@ -551,15 +644,16 @@ class _Decoder:
 
         def skip(reason, example):
             if valid:
-                self.stats_tracker.add(reason, example, at_decode=True)
+                self.stats_tracker.add(reason, example, at_decode=True, key=(s, i))
             return fail
 
         try:
             wav = src.load(i)  # [samples] float32 16 kHz
         except audio_lib.AudioDecodeError as e:
-            return skip("empty" if "no samples" in str(e) else "unreadable", sid)
+            # Counted by cause; the example keeps the decoder's words (which say why).
+            return skip(_decode_failure_reason(e), f"{sid} ({e})")
         except Exception as e:  # noqa: BLE001 -- a vanished/unreadable file must not stop a run
-            return skip("unreadable", f"{sid} ({type(e).__name__})")
+            return skip("unreadable", f"{sid} ({type(e).__name__}: {e})")
         if len(wav) < self.cfg.min_sample_size:
             return skip("too_short", sid)
         if self.cfg.normalize:

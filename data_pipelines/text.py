@@ -22,7 +22,46 @@ _TURKIC_CASING = {"tr", "az", "crh", "gag", "tt"}
 # Scripts written without spaces between words: spaces (if any) are dropped, not delimited.
 _NO_WORD_SPACES = {"zh", "zh-CN", "zh-TW", "zh-HK", "ja", "th", "lo", "my", "km", "yue"}
 
+# Typographic variants folded to one form before anything else (Common Voice text has them all;
+# editors and phone keyboards "smarten" ASCII). Without this `It’s` (U+2019) loses its apostrophe
+# to punctuation stripping and becomes two words while `It's` stays one, and the vocabulary splits
+# one sound over several look-alike symbols.
+APOSTROPHE_LOOKALIKES = (
+    "\u2019"  # ’ right single quotation mark: the typographic apostrophe
+    "\u2018"  # ‘ left single quotation mark (autocorrect's wrong-way apostrophe: ‘til, ‘90s)
+    "\u02bc"  # ʼ modifier letter apostrophe (Ukrainian, Uzbek, many African orthographies)
+    "\u02bb"  # ʻ modifier letter turned comma (ʻokina; Uzbek oʻ, gʻ)
+    "\u00b4"  # ´ acute accent used as an apostrophe (NFKC would turn it into a space + accent)
+    "\u0060"  # ` grave accent used as an apostrophe
+    "\u2032"  # ′ prime
+    "\u02b9"  # ʹ modifier letter prime
+    "\uff07"  # ＇ full-width apostrophe
+)
+_TYPOGRAPHIC_FOLDS = {
+    **{ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"},  # dashes, minus
+    **{ord(c): '"' for c in "\u201c\u201d\u201e\u201f\u2033\uff02"},  # double quotes, double prime
+    # No-break, narrow no-break (French "Quoi !"), figure, thin, ideographic and other spaces.
+    **{ord(c): " " for c in "\u00a0\u2007\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))},
+    # Invisible characters that would otherwise become vocabulary symbols: soft hyphen, zero-width
+    # space, word joiner, BOM, and the Arabic tatweel (a letter-shaped elongation stroke).
+    # (ZWNJ/ZWJ are left alone: Persian and Indic spelling uses them.)
+    **{ord(c): None for c in "\u00ad\u200b\u2060\ufeff\u0640"},
+}
+# Languages that write the ʻokina (U+02BB) as a letter: apostrophe look-alikes fold to it instead.
+_OKINA_LANGUAGES = {"haw", "sm", "to", "ty"}
+# Spelling marks that look like punctuation, per language: kept through stripping, look-alikes
+# folded to them. Catalan's punt volat (col·legi) would otherwise split words in two.
+_LANGUAGE_KEEP = {"ca": "\u00b7"}
+_LANGUAGE_FOLDS = {
+    "ca": {ord(c): "\u00b7" for c in "\u2027\u22c5\u2219\u0387\u2022"},  # hyphenation point, dot operator, ...
+    # Persian is written with Farsi yeh and keheh; Arabic-keyboard text has the Arabic letters,
+    # which would make two vocabulary symbols of one.
+    "fa": {ord("\u064a"): "\u06cc", ord("\u0649"): "\u06cc", ord("\u0643"): "\u06a9"},
+}
+
 DEFAULT_TEXT_OPTIONS = {
+    "fold_typography": True,  # apostrophe/dash/quote/space look-alikes -> one form (before NFKC)
+    "apostrophe": "'",  # what the apostrophe look-alikes fold to (ʻ for haw, sm, to, ty)
     "nfkc": True,  # fold compatibility forms (full-width Latin, ligatures)
     "lowercase": True,
     "strip_punctuation": True,  # Unicode categories P* and S* (keeps combining marks: Devanagari)
@@ -36,15 +75,35 @@ def text_options(language: str, per_language: Mapping | None = None) -> dict:
     opts = dict(DEFAULT_TEXT_OPTIONS)
     if language in _NO_WORD_SPACES or language.split("-")[0] in {"zh", "ja", "th"}:
         opts["word_spaces"] = False
+    base = language.split("-")[0]
+    if base in _OKINA_LANGUAGES:
+        opts["apostrophe"] = "\u02bb"
+    if base in _LANGUAGE_KEEP:
+        opts["keep"] += _LANGUAGE_KEEP[base]
     if per_language and language in per_language:
         opts.update(dict(per_language[language]))
     return opts
 
 
+def fold_typography(text: str, apostrophe: str = "'") -> str:
+    """Folds typographic look-alikes to one form: every apostrophe look-alike to `apostrophe`,
+    dashes and the minus sign to "-", double quotes to '"', no-break and other Unicode spaces to
+    " ", and drops soft hyphens and zero-width spaces."""
+    text = text.translate(_TYPOGRAPHIC_FOLDS)
+    return text.translate({ord(c): apostrophe for c in APOSTROPHE_LOOKALIKES + "'" if c != apostrophe})
+
+
 def normalize_text(text: str, language: str, per_language: Mapping | None = None) -> str:
-    """Normalises a transcript for CTC: Unicode NFKC, lowercase (Turkic I rules where needed),
-    punctuation removed, whitespace collapsed. Options per language via `per_language`."""
+    """Normalises a transcript for CTC: typographic look-alikes folded, Unicode NFKC, lowercase
+    (Turkic I rules where needed), punctuation removed, whitespace collapsed. Options per
+    language via `per_language` (see DEFAULT_TEXT_OPTIONS)."""
     opts = text_options(language, per_language)
+    keep = opts["keep"]
+    if opts["fold_typography"]:
+        # Before NFKC (which splits ´ into a space and a combining accent) and before stripping
+        # (which must see `It’s` as `It's`). `keep` is folded too: keep="’" means the apostrophe.
+        text = fold_typography(text, opts["apostrophe"]).translate(_LANGUAGE_FOLDS.get(language.split("-")[0], {}))
+        keep = fold_typography(keep, opts["apostrophe"])
     if opts["nfkc"]:
         text = unicodedata.normalize("NFKC", text)
     if opts["lowercase"]:
@@ -54,7 +113,7 @@ def normalize_text(text: str, language: str, per_language: Mapping | None = None
         if language.split("-")[0] in _TURKIC_CASING:
             text = text.replace("i̇", "i")  # lower("İ") in other paths leaves i + combining dot
     if opts["strip_punctuation"]:
-        keep = set(opts["keep"])
+        keep = set(keep)
         text = "".join(" " if unicodedata.category(c)[0] in "PS" and c not in keep else c for c in text)
     words = text.split()
     return " ".join(words) if opts["word_spaces"] else "".join(words)

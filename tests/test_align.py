@@ -120,7 +120,8 @@ def test_align_cli_word_boundaries_on_joined_clips(ctc_run, tmp_path):  # noqa: 
     assert proc.returncode == 1
     assert [json.loads(line)["path"] for line in proc.stdout.splitlines()] == [path]
     errors = proc.stderr.strip().splitlines()
-    assert any("bad.wav" in e and "cannot read audio" in e for e in errors)
+    assert any("bad.wav" in e and "not audio: the file holds text" in e for e in errors)
+    assert errors[-1] == "error: skipped 2 of 3 files"  # the policy of transcribe/identify/extract
     assert any(clips[0][0] in e and "cannot align" in e and "frames but the audio has" in e for e in errors)
 
 

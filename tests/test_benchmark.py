@@ -40,7 +40,9 @@ def _check_jax_fields(side: dict) -> None:
     assert side["compile_s"] > 0 and side["median_s"] > 0
     assert side["flops"] > 1e8  # XLA's cost analysis saw the convolutions
     assert side["peak_bytes"] > 0
-    assert 0 < side["mfu"] < 1
+    # MFU against a fixed CPU figure (CPU_PEAK_FLOPS, the 2-core development box): a larger CPU
+    # can exceed 1, so only its sign is machine-independent.
+    assert side["mfu"] > 0
     assert side["mfu_measured_peak"] > 0
 
 

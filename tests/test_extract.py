@@ -70,7 +70,8 @@ def test_extract_matches_the_model_per_file(norm, audio_files, tmp_path):
         assert every[f"features_{i}"].shape == (cfg.num_hidden_layers + 1, frames, cfg.hidden_size)
         # Layer-norm models are padded to a 1 s bucket: the valid frames must not change.
         np.testing.assert_allclose(every[f"features_{i}"], np.stack(ref.hidden_states)[:, 0], atol=1e-4)
-        np.testing.assert_array_equal(one[f"features_{i}"], every[f"features_{i}"][1])
+        # Two compiled programs (one layer kept vs all): XLA may fuse them differently per CPU model.
+        np.testing.assert_allclose(one[f"features_{i}"], every[f"features_{i}"][1], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(final[f"features_{i}"], ref.last_hidden_state[0], atol=1e-4)
 
 

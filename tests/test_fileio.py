@@ -87,6 +87,41 @@ def test_local_helpers_write_atomically(tmp_path):
     assert fileio.listdir(str(tmp_path / "a")) == ["b.json"] and not fileio.exists(str(tmp_path / "c"))
 
 
+def test_atomic_writers_follow_the_umask(tmp_path):
+    # mkstemp/mkdtemp create 0600/0700; what they write must have the modes open()/mkdir give.
+    previous = os.umask(0o027)
+    try:
+        with fileio.atomic_dir(tmp_path / "export") as tmp:
+            with open(os.path.join(tmp, "x"), "w") as f:
+                f.write("x")
+        fileio.write_text(str(tmp_path / "c.json"), "{}")
+    finally:
+        os.umask(previous)
+    assert (os.stat(tmp_path / "export").st_mode & 0o777) == 0o750
+    assert (os.stat(tmp_path / "c.json").st_mode & 0o777) == 0o640
+
+
+def test_metrics_jsonl_drops_the_steps_a_resume_trains_again(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    with open(path, "w") as f:
+        for step in (1, 2, 3, 4):
+            f.write(json.dumps({"step": step, "train/loss": float(step)}) + "\n")
+        f.write('{"step": 5, "train/lo')  # cut short by a kill
+    writer = metrics.MetricWriter(
+        str(tmp_path / "tb"), total_steps=6, initial_step=2, progress_bar=False, jsonl_path=path
+    )
+    for step in (3, 4):
+        writer.write_scalars(step, {"train/loss": 10.0 + step})
+    writer.write_scalars(4, {"eval/loss": 1.0})
+    writer.close()
+    assert metrics.read_jsonl(path) == {
+        1: {"train/loss": 1.0},
+        2: {"train/loss": 2.0},
+        3: {"train/loss": 13.0},
+        4: {"train/loss": 14.0, "eval/loss": 1.0},
+    }
+
+
 def test_remote_helpers_land_in_the_bucket(bucket):
     fileio.makedirs("gs://bucket/run/eval")
     fileio.write_text("gs://bucket/run/eval/r.json", '{"a": 1}')

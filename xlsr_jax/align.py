@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ctm:
         with open(args.ctm, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in ctm))
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    from xlsr_jax import inputs
+
+    return inputs.report_skipped(errors, len(rows))
 
 
 if __name__ == "__main__":

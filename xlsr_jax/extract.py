@@ -12,8 +12,11 @@ embedding), index i the output of block i (for pre-LN models the last one is *be
 final LayerNorm); `--layer final` is `last_hidden_state` (after it). Without --layer all
 num_hidden_layers + 1 are stored.
 
+Files that cannot be used are skipped, as by `transcribe` and `identify`: one line on stderr
+names each with the cause, the others are extracted, and the exit status is 1 at the end.
+
 Output (.npz, written atomically):
-  paths            str [N]                      the input files, in order
+  paths            str [N]                      the input files extracted, in order
   layer            the --layer argument ("all", "final" or the index)
   num_frames       int32 [N]                    frames per file (20 ms each at 16 kHz)
   features_{i}     float32 [frames, hidden]     for --layer N / final
@@ -101,27 +104,44 @@ class Extractor:
 
 def extract(
     ckpt: str, audio_paths: Sequence[str], out: str, layer: str | None = None, bucket_seconds: float = 1.0
-) -> str:
-    """Extracts features for `audio_paths` into the .npz `out` (see module docstring)."""
-    from data_pipelines.audio import load_audio
+) -> tuple[str | None, list[str]]:
+    """Extracts features for `audio_paths` into the .npz `out` (see module docstring).
+
+    Files that cannot be used (`xlsr_jax.inputs.decode_input`: unreadable, not audio, shorter
+    than the receptive field) are skipped; the .npz holds the others, in order.
+
+    Returns:
+      (the .npz path, or None when no file could be used; one message per skipped file).
+    """
+    from xlsr_jax import inputs
 
     loaded = pretrained.load_pretrained(ckpt)
     which = _parse_layer(layer, loaded.config.num_hidden_layers)
     extractor = Extractor(loaded, int(bucket_seconds * loaded.audio.get("sampling_rate", SAMPLE_RATE)))
+    # Normalisation is the Extractor's (it also serves callers with raw arrays).
+    settings = {**loaded.audio, "do_normalize": False}
     arrays: dict[str, np.ndarray] = {}
-    frames = []
-    for i, path in enumerate(audio_paths):
-        hidden, last = extractor(load_audio(path, sampling_rate=extractor.sampling_rate))
+    frames, kept, errors = [], [], []
+    for path in audio_paths:
+        # One file at a time: a long list never holds more than one waveform.
+        waves, failed = inputs.decode_inputs([path], settings, loaded.config)
+        if failed:
+            errors += failed
+            continue
+        hidden, last = extractor(waves[0])
         feats = hidden if which == "all" else (last if which == "final" else hidden[which])
-        arrays[f"features_{i}"] = feats.astype(np.float32)
+        arrays[f"features_{len(kept)}"] = feats.astype(np.float32)
         frames.append(last.shape[0])
-    arrays["paths"] = np.asarray([str(p) for p in audio_paths])
+        kept.append(str(path))
+    if not kept:
+        return None, errors
+    arrays["paths"] = np.asarray(kept)
     arrays["layer"] = np.asarray(str(which))
     arrays["num_frames"] = np.asarray(frames, np.int32)
     out = os.path.abspath(out)
     with fileio.atomic_file(out, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-    return out
+    return out, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,17 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("audio", nargs="+", help="audio files (wav/flac/ogg/mp3; any rate, mono or stereo)")
     args = p.parse_args(argv)
-    from data_pipelines.audio import AudioDecodeError
+    from xlsr_jax import inputs
 
     pretrained.setup_cli_logging()
 
     try:
-        out = extract(args.ckpt, args.audio, args.out, args.layer, args.bucket_seconds)
-    except (FileNotFoundError, ValueError, AudioDecodeError) as e:
+        out, errors = extract(args.ckpt, args.audio, args.out, args.layer, args.bucket_seconds)
+    except (FileNotFoundError, ValueError) as e:  # the checkpoint, not an audio file
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(out)
-    return 0
+    if out is not None:
+        print(out)
+    return inputs.report_skipped(errors, len(args.audio))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,22 @@ def listdir(path: PathLike) -> list[str]:
     return os.listdir(path)
 
 
+def rename(src: PathLike, dst: PathLike) -> None:
+    """Moves a file or directory to `dst` (same filesystem / bucket); `dst` must not exist."""
+    if is_remote(src):
+        epath.Path(os.fspath(src)).rename(epath.Path(os.fspath(dst)))
+    else:
+        os.rename(src, dst)
+
+
+def remove(path: PathLike) -> None:
+    """Deletes one file."""
+    if is_remote(path):
+        epath.Path(os.fspath(path)).unlink()
+    else:
+        os.remove(path)
+
+
 def read_text(path: PathLike) -> str:
     """The whole UTF-8 text of the file at `path`."""
     if is_remote(path):
@@ -96,6 +112,13 @@ def write_text(path: PathLike, text: str) -> None:
         f.write(text)
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask (read by setting it and putting it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: PathLike, suffix: str = "") -> Iterator[str]:
     """Yields a temporary local file path next to `path`; moves it onto `path` when the block ends.
@@ -111,6 +134,7 @@ def atomic_file(path: PathLike, suffix: str = "") -> Iterator[str]:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", suffix=suffix, dir=os.path.dirname(path))
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 -> what open() would have given
     try:
         yield tmp
         os.replace(tmp, path)
@@ -140,6 +164,7 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(final) + ".tmp-", dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 -> what mkdir would have given
         yield tmp
         if os.path.exists(final):
             old = final + ".old-" + os.path.basename(tmp)

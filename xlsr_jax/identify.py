@@ -63,7 +63,7 @@ class Identifier:
 
     def __call__(self, paths: Sequence[str]) -> tuple[list[np.ndarray | None], list[str]]:
         """Probabilities float32 [num_labels] per file (None where a file failed), and errors."""
-        waves, errors = transcribe.load_inputs(paths, self.loaded.audio)
+        waves, errors = transcribe.load_inputs(paths, self.loaded.audio, self.loaded.config)
         out: list[np.ndarray | None] = [None] * len(paths)
         for idx, audio, padding in transcribe.batches(waves, self.batch_size, self.exact_lengths):
             probs = np.asarray(self._forward(audio, padding))  # [B, num_labels]
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         top = np.argsort(-p)[: max(1, args.top_k)]
         print(path + "".join(f"\t{identifier.labels[i]} {p[i]:.3f}" for i in top), flush=True)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    from xlsr_jax import inputs
+
+    return inputs.report_skipped(errors, len(args.audio))
 
 
 if __name__ == "__main__":

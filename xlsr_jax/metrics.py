@@ -54,6 +54,43 @@ def _format(value: float) -> str:
     return f"{value:.3e}"
 
 
+def drop_records_after(jsonl_path: str, step: int) -> int:
+    """Removes the records of steps after `step` from a metrics.jsonl (atomic rewrite).
+
+    A run that resumes from checkpoint `step` trains the later steps again; without this the
+    file would hold them twice (once from before the interruption), so readers see each step
+    once. A last line cut short by a kill is dropped too.
+
+    Returns:
+      How many lines were removed.
+    """
+    if not fileio.exists(jsonl_path):
+        return 0
+    lines = fileio.read_text(jsonl_path).splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # half a line written when the process was killed
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        fileio.write_text(jsonl_path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def read_jsonl(jsonl_path: str) -> dict[int, dict[str, float]]:
+    """A run's metrics.jsonl as {step: {name: value}} (the train and eval records of a step
+    merged; a later record of the same name wins)."""
+    out: dict[int, dict[str, float]] = {}
+    for line in fileio.read_text(jsonl_path).splitlines():
+        if line.strip():
+            record = json.loads(line)
+            out.setdefault(record.pop("step"), {}).update(record)
+    return out
+
+
 class MetricWriter:
     """Writes scalar metrics to TensorBoard and the console, and drives a progress bar."""
 
@@ -85,6 +122,7 @@ class MetricWriter:
         # Local directory or gs://...: see fileio for how each is written.
         self._tb = fileio.ScalarEventWriter(logdir)
         if jsonl_path:
+            drop_records_after(jsonl_path, initial_step)
             self._jsonl = fileio.JsonlAppender(jsonl_path)
         if progress_bar:
             from tqdm import tqdm

@@ -219,27 +219,32 @@ def load_pretrained(
       `Pretrained` (its `source` says which checkpoint was read; also logged at INFO).
     Raises:
       checkpointing.CheckpointNotFoundError: `directory` is none of those layouts (one line).
+      checkpointing.CheckpointDamagedError: nothing readable there (one line per step tried).
       ValueError: a training checkpoint without a usable run config.
     """
     import orbax.checkpoint as ocp
 
     from xlsr_jax.models.transformer import restack_layers
 
-    found = checkpointing.resolve(directory)
-    run_config = None
-    if found.kind == "export":
-        meta = read_metadata(found.export_dir)
-    else:
-        meta, run_config = _training_checkpoint_metadata(found)
-    config = config_from_dict(meta["architecture"], meta["config"])
-    with ocp.StandardCheckpointer() as ckptr:
-        if abstract_params is None:
-            meta_tree = ckptr.metadata(found.params_dir)
-            tree = getattr(meta_tree, "item_metadata", meta_tree)
-            tree = getattr(tree, "tree", tree)
-            params = ckptr.restore(found.params_dir, _numpy_target(tree))
+    def load(found: checkpointing.Resolved):
+        run_config = None
+        if found.kind == "export":
+            meta = read_metadata(found.export_dir)
         else:
-            params = ckptr.restore(found.params_dir, abstract_params)
+            meta, run_config = _training_checkpoint_metadata(found)
+        with ocp.StandardCheckpointer() as ckptr:
+            if abstract_params is None:
+                meta_tree = ckptr.metadata(found.params_dir)
+                tree = getattr(meta_tree, "item_metadata", meta_tree)
+                tree = getattr(tree, "tree", tree)
+                params = ckptr.restore(found.params_dir, _numpy_target(tree))
+            else:
+                params = ckptr.restore(found.params_dir, abstract_params)
+        return found, meta, run_config, params
+
+    # A run's damaged newest step is named in a warning and the previous one read instead.
+    found, meta, run_config, params = checkpointing.load_newest_readable(directory, load)
+    config = config_from_dict(meta["architecture"], meta["config"])
     params = checkpointing.strip_boxes(params)
     if config_overrides:
         old = encoder_config(config)
@@ -287,11 +292,17 @@ def _training_checkpoint_metadata(found: checkpointing.Resolved) -> tuple[dict[s
     else:
         names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
     data = run.get("data") or {}
+    hf_extras = {}
+    languages = list(data.get("languages") or [])
+    if architecture == "Wav2Vec2ForSequenceClassification" and len(languages) == run["model"].get("num_labels"):
+        # A language-ID run's classes are its data.languages, in id order (xlsr_jax.tasks.lid).
+        hf_extras["id2label"] = {str(i): lang for i, lang in enumerate(languages)}
+        hf_extras["label2id"] = {lang: i for i, lang in enumerate(languages)}
     meta = {
         "architecture": architecture,
         "config": {k: v for k, v in run["model"].items() if k in names},
         "generation": _run_generation(run),
-        "hf_extras": {},
+        "hf_extras": hf_extras,
         "vocab": run_vocabulary(run, found.path) if architecture == "Wav2Vec2ForCTC" else None,
         "audio": {"sampling_rate": SAMPLE_RATE, "do_normalize": bool(data.get("normalize", True))},
     }

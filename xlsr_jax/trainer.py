@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -247,19 +249,44 @@ def _default_input_builder(data_cfg, *, split, task, process_index, process_coun
     )
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict[str, Any]:
-    """The resolved config as JSON, written to `<workdir>/config.json`; the same dict goes into
-    every checkpoint. It records what the task trains: `architecture` (the model class) and the
-    model fields the task resolved (e.g. the CTC vocabulary size)."""
+def _resolved_config(config: ml_collections.ConfigDict, task: Task) -> dict[str, Any]:
+    """The resolved config as JSON: what goes to `<workdir>/config.json` and into every
+    checkpoint. It records what the task trains: `architecture` (the model class) and the model
+    fields the task resolved (e.g. the CTC vocabulary size)."""
     resolved = json.loads(config.to_json_best_effort())
     resolved["architecture"] = task.architecture
     if task.model_config is not None:
         resolved["model"] = {**resolved.get("model", {}), **json.loads(task.model_config.to_json())}
+    return resolved
+
+
+def _write_config(resolved: dict[str, Any], workdir: str) -> None:
+    """Writes `<workdir>/config.json` (process 0), once the checkpoint is known to fit the model."""
     if jax.process_index() == 0:
         fileio.write_text(
             fileio.join(workdir, checkpointing.RUN_CONFIG), json.dumps(resolved, indent=2, sort_keys=True)
         )
-    return resolved
+
+
+def _setup_compilation_cache(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """Turns on JAX's persistent compilation cache so a restarted run skips recompiling.
+
+    `train.compilation_cache_dir`: "" = `<workdir>/jax_cache`, "none" = off, else that folder
+    (e.g. ~/.cache/xlsr_jax/jax for runs sharing one). A cache already configured for the process
+    (JAX_COMPILATION_CACHE_DIR, an earlier run) is kept. Returns the folder in use, or None.
+    """
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        return configured
+    wanted = config.train.get("compilation_cache_dir", "")
+    if wanted == "none":
+        return None
+    cache_dir = os.path.expanduser(wanted) if wanted else fileio.join(workdir, "jax_cache")
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # Cache every program that took a second to compile (JAX's default skips nothing shorter
+    # than 1 s as well; the train step of any real model is far above it).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return cache_dir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +391,11 @@ def train_and_evaluate(
     input_builder = input_builder or _default_input_builder
     workdir = fileio.abspath(workdir)  # Orbax needs absolute paths (`--workdir runs/sw` is relative)
     total_steps = config.train.total_steps
+    # A workdir that cannot be written stops the run now, not at its first save.
+    checkpointing.check_writable(fileio.join(workdir, checkpointing.CHECKPOINTS))
+    cache_dir = _setup_compilation_cache(config, workdir)
+    if cache_dir:
+        log.info("persistent compilation cache: %s", cache_dir)
 
     # --- Mesh; then task, optimizer, sharded state and the jitted step (`build_training`).
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
@@ -372,7 +404,7 @@ def train_and_evaluate(
     training = build_training(config, mesh)
     task, tracing = training.task, training.tracing
     state_sharding, abstract_state = training.state_sharding, training.abstract_state
-    resolved_config = _write_config(config, workdir, task)
+    resolved_config = _resolved_config(config, task)  # written once the checkpoint fits
 
     # --- Input.
     train_iter = input_builder(
@@ -403,11 +435,17 @@ def train_and_evaluate(
         init=fresh,
         init_checkpoint=config.init.checkpoint,
         load_init_params=task.restore_init_params,
+        check_init_params=task.check_init_params,
+        run_config=resolved_config,
     )
+    _write_config(resolved_config, workdir)
     state = TrainState.from_parts(start.params, start.rest)
     if start.origin == "resumed":
-        if start.saved_config.get("model") != resolved_config.get("model"):
-            log.warning("the model config differs from the one in checkpoint %d", start.step)
+        differences = checkpointing.config_differences(
+            start.saved_config.get("model"), resolved_config.get("model"), "model"
+        )
+        if differences:  # same shapes (checked), other settings: allowed, but said
+            log.warning("resuming checkpoint %d with other model settings: %s", start.step, "; ".join(differences))
         if start.data_state is not None:
             train_iter.set_state(start.data_state)
 
@@ -456,6 +494,7 @@ def train_and_evaluate(
             step += 1
             throughput.add(batch, flops)
             writer.advance(step)
+            manager.check_for_errors()  # a failed background save stops the run at once
 
             if step % config.train.log_every == 0 or step == total_steps:
                 host = {k: float(v) for k, v in jax.device_get(last_metrics).items()}
@@ -486,9 +525,22 @@ def train_and_evaluate(
         if not preempted:
             save(force=True)
     finally:
-        manager.close()  # waits for the asynchronous write to be committed
-        writer.close()
-        watcher.close()
+        failing = sys.exc_info()[1]
+        try:
+            manager.close()  # waits for the asynchronous write to be committed
+        except checkpointing.CheckpointSaveError:
+            # A save that fails for a full disk often shows first as the metric writers' OSError:
+            # the failed save is then the cause to report. Other errors propagate as they are.
+            if failing is None or isinstance(failing, OSError):
+                failing = True
+                raise
+        finally:
+            try:
+                writer.close()
+            except OSError:
+                if failing is None:
+                    raise
+            watcher.close()
     return state
 
 

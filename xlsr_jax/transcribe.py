@@ -39,31 +39,17 @@ PAD_TO_SAMPLES = SAMPLE_RATE  # padded lengths are multiples of one second
 CHUNK_S, STRIDE_S = 20.0, 4.0
 
 
-def load_inputs(paths: Sequence[str], audio_settings: dict[str, Any]) -> tuple[list[np.ndarray | None], list[str]]:
-    """Decodes every file as the model expects it.
+def load_inputs(
+    paths: Sequence[str], audio_settings: dict[str, Any], config: Any = None
+) -> tuple[list[np.ndarray | None], list[str]]:
+    """Decodes every file as the model expects it (`xlsr_jax.inputs.decode_inputs`).
 
     Returns:
-      (waveforms float32 [S] or None for unreadable files, error messages).
+      (waveforms float32 [S] or None for skipped files, one message per skipped file).
     """
-    import data_pipelines
+    from xlsr_jax import inputs
 
-    rate = int(audio_settings.get("sampling_rate", SAMPLE_RATE))
-    waves, errors = [], []
-    for path in paths:
-        try:
-            wave = data_pipelines.load_audio(path, sampling_rate=rate)
-        except (data_pipelines.AudioDecodeError, OSError, ValueError) as e:
-            errors.append(f"{path}: cannot read audio ({e})")
-            waves.append(None)
-            continue
-        if wave.size < 400:  # shorter than the conv encoder's receptive field (25 ms)
-            errors.append(f"{path}: too short ({wave.size} samples at {rate} Hz)")
-            waves.append(None)
-            continue
-        if audio_settings.get("do_normalize", True):
-            wave = data_pipelines.normalize(wave)
-        waves.append(np.asarray(wave, np.float32))
-    return waves, errors
+    return inputs.decode_inputs(paths, audio_settings, config)
 
 
 def batches(
@@ -192,7 +178,7 @@ class Transcriber:
         chunks of exactly `chunk_s` (`chunks`), all in batches of `batch_size` rows, so the
         model compiles once for every long file, and memory does not grow with the length.
         """
-        waves, errors = load_inputs(paths, self.loaded.audio)
+        waves, errors = load_inputs(paths, self.loaded.audio, self.loaded.config)
         out: list[Emissions | None] = [None] * len(paths)
         chunk = self.chunk_samples
         whole = [w if w is not None and (not chunk or w.size <= chunk) else None for w in waves]
@@ -371,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row, ensure_ascii=False), flush=True)
         else:
             print(f"{path}\t{transcriber.decode(emissions)[0]}", flush=True)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    from xlsr_jax import inputs
+
+    return inputs.report_skipped(errors, len(args.audio))
 
 
 if __name__ == "__main__":

@@ -327,6 +327,41 @@ def test_training_checkpoint_loads_and_exports(tmp_path):
     ]
 
 
+def test_language_id_run_exports_its_language_names(tmp_path):
+    """`orbax-to-hf` on a language-ID run names the classes by the run's data.languages (no --labels)."""
+    from xlsr_jax import checkpointing
+    from xlsr_jax.convert.__main__ import main as cli
+
+    languages = ["ar", "es", "zh-CN"]
+    cfg = tiny_config(num_labels=len(languages))
+    params = init_params(cfg, "Wav2Vec2ForSequenceClassification", seed=4)
+    manager = checkpointing.CheckpointManager(
+        str(tmp_path / "checkpoints"), save_every_steps=1, keep=1, async_save=False
+    )
+    run_config = {"task": "lid", "model": cfg.to_dict(), "data": {"languages": languages}}
+    manager.save(5, params, {"step": np.int32(5)}, config=run_config, data_state={}, force=True)
+    manager.close()
+    assert cli(["orbax-to-hf", str(tmp_path / "checkpoints"), str(tmp_path / "hf")]) == 0
+    with open(tmp_path / "hf" / "config.json", encoding="utf-8") as f:
+        hf = json.load(f)
+    assert hf["id2label"] == {"0": "ar", "1": "es", "2": "zh-CN"}
+    assert hf["label2id"] == {"ar": 0, "es": 1, "zh-CN": 2}
+    # An explicit --labels still wins.
+    (tmp_path / "labels.json").write_text(json.dumps(["x", "y", "z"]))
+    args = [
+        "orbax-to-hf",
+        str(tmp_path / "checkpoints"),
+        str(tmp_path / "hf2"),
+        "--labels",
+        str(tmp_path / "labels.json"),
+    ]
+    assert cli(args) == 0
+    with open(tmp_path / "hf2" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["id2label"] == {"0": "x", "1": "y", "2": "z"}
+    transformers = pytest.importorskip("transformers", reason="reads the export with transformers")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "hf").id2label == {0: "ar", 1: "es", 2: "zh-CN"}
+
+
 def test_masking_off_drops_and_refills_masked_spec_embed():
     """HF has no masked_spec_embed when masking is off; ours always does (then unused)."""
     cfg = tiny_config(mask_time_prob=0.0, mask_feature_prob=0.0)

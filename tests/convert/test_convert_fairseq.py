@@ -11,10 +11,15 @@ either direction fails the test.
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
+import pickletools
+import subprocess
 import sys
 import types
+import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,6 +32,7 @@ from xlsr_jax import pretrained
 from xlsr_jax.convert import UnsafeCheckpointError, fairseq_to_orbax
 from xlsr_jax.convert.__main__ import main as cli
 from xlsr_jax.convert.fairseq import hf_state_to_fairseq
+from xlsr_jax.convert.torch_pickle import load_torch_file, to_plain
 from xlsr_jax.models import Wav2Vec2Model
 
 TOL = 1e-4
@@ -249,6 +255,16 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+class _Call:
+    """Pickles as a call of `fn(*args)`: what a hostile checkpoint smuggles into `extra_state`."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
 def test_unsafe_pickle_is_refused_by_name(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "cfg": {"model": {}}, "extra_state": _Exploit(marker)}, tmp_path / "evil.pt")
@@ -256,6 +272,72 @@ def test_unsafe_pickle_is_refused_by_name(tmp_path):
         fairseq_to_orbax(tmp_path / "evil.pt", tmp_path / "out")
     assert not marker.exists() and not (tmp_path / "out").exists()
     assert cli(["fairseq-to-orbax", str(tmp_path / "evil.pt"), str(tmp_path / "out")]) == 1
+
+
+@pytest.mark.parametrize(
+    "fn,args,name",
+    [
+        (builtins.exec, ("open('{m}', 'w')",), r"builtins\.exec"),
+        (builtins.eval, ("open('{m}', 'w')",), r"builtins\.eval"),
+        (builtins.getattr, ("", "join"), r"builtins\.getattr"),
+        (builtins.__import__, ("os",), r"builtins\.__import__"),
+        (builtins.open, ("{m}", "w"), r"(io|builtins)\.open"),
+        (subprocess.call, (["touch", "{m}"],), r"(subprocess|commands)\.call"),
+    ],
+)
+def test_callable_globals_stay_refused_next_to_builtin_types(fn, args, name, tmp_path):
+    """Allowing inert builtin types (for omegaconf configs) must not let any acting callable in."""
+    marker = tmp_path / "pwned"
+    args = tuple(a.format(m=marker) if isinstance(a, str) else a for a in args)
+    args = tuple([x.format(m=marker) for x in a] if isinstance(a, list) else a for a in args)
+    evil = {"model": {}, "cfg": {"model": {"n": int("3")}}, "types": [dict, list, int], "extra_state": _Call(fn, *args)}
+    torch.save(evil, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeCheckpointError, match=name):
+        load_torch_file(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+HYDRA_FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "fairseq_hydra_omegaconf206.pt")
+
+
+def _check_hydra_checkpoint(path, tmp_path):
+    """A hydra-era checkpoint (real omegaconf DictConfig `cfg`) converts exactly like the same
+    checkpoint with its `cfg` as a plain dict (the form test_pretraining_checkpoint_converts_and_matches
+    checks against transformers)."""
+    ckpt = load_torch_file(path)
+    cfg = to_plain(ckpt["cfg"])
+    assert cfg["model"] == fairseq_model_cfg("group", False)  # every value as fairseq wrote it
+    assert cfg["criterion"]["loss_weights"] == [0.1, 10.0] and cfg["task"]["normalize"] is False
+    torch.save({**ckpt, "cfg": cfg}, tmp_path / "plain.pt")
+    assert cli(["fairseq-to-orbax", str(path), str(tmp_path / "hydra")]) == 0
+    assert cli(["fairseq-to-orbax", str(tmp_path / "plain.pt"), str(tmp_path / "plain")]) == 0
+    hydra, plain = (pretrained.load_pretrained(tmp_path / d) for d in ("hydra", "plain"))
+    assert hydra.config == plain.config and hydra.audio == plain.audio
+    assert hydra.config.feature_penalty_weight == 10.0 and hydra.config.num_hidden_layers == 2
+    jax.tree.map(np.testing.assert_array_equal, hydra.params, plain.params)
+
+
+def test_hydra_era_omegaconf_checkpoint_converts(tmp_path):
+    with zipfile.ZipFile(HYDRA_FIXTURE) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    names = {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+    # What made it be refused before: omegaconf's builtin type references.
+    assert {"__builtin__ dict", "__builtin__ list", "omegaconf.dictconfig DictConfig"} <= names
+    _check_hydra_checkpoint(HYDRA_FIXTURE, tmp_path)
+
+
+def test_hydra_fixture_regenerates_with_omegaconf_2_0(tmp_path):
+    omegaconf = pytest.importorskip(
+        "omegaconf",
+        reason="regenerating the committed fixture needs omegaconf 2.0.x "
+        "(pip<24.1 install --no-deps omegaconf==2.0.6; see tests/fixtures/make_fairseq_hydra_checkpoint.py)",
+    )
+    if not omegaconf.__version__.startswith("2.0."):
+        pytest.skip(f"omegaconf {omegaconf.__version__} is installed; fairseq pins 2.0.x")
+    from tests.fixtures.make_fairseq_hydra_checkpoint import build_checkpoint
+
+    build_checkpoint(str(tmp_path / "fresh.pt"))
+    _check_hydra_checkpoint(tmp_path / "fresh.pt", tmp_path)
 
 
 def test_mismatched_fairseq_checkpoint_names_keys(tmp_path, capsys):
@@ -276,3 +358,62 @@ def test_mismatched_fairseq_checkpoint_names_keys(tmp_path, capsys):
         in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (
+            lambda c: c["model"].update(encoder_layers=10_000_000),
+            "config says 10000000 Transformer layers but the state dict has 2",
+        ),
+        (lambda c: c["model"].update(encoder_embed_dim="32"), "hidden_size must be an integer"),
+        (lambda c: c["task"].update(sample_rate="16k"), "task.sample_rate must be a positive integer"),
+        (lambda c: c["task"].update(normalize="yes"), "task.normalize must be true or false"),
+    ],
+)
+def test_malformed_fairseq_cfg_is_one_line_naming_file_and_field(edit, field, tmp_path, capsys):
+    torch.manual_seed(3)
+    hf = transformers.Wav2Vec2ForPreTraining(hf_config("group", False)).eval()
+    state = hf_state_to_fairseq(_hf_state(hf), "group", ctc=False)
+    cfg = {"model": fairseq_model_cfg("group", False), "task": {"_name": "audio_pretraining", "normalize": False}}
+    edit(cfg)
+    torch.save({"cfg": cfg, "model": _tensors(state)}, tmp_path / "bad.pt")
+    capsys.readouterr()
+    assert cli(["fairseq-to-orbax", str(tmp_path / "bad.pt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "bad.pt") in err and field in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_fairseq_checkpoint_is_one_line(tmp_path, capsys):
+    torch.save({"model": [1, 2, 3]}, tmp_path / "odd.pt")
+    assert cli(["fairseq-to-orbax", str(tmp_path / "odd.pt"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a fairseq checkpoint" in err and str(tmp_path / "odd.pt") in err
+
+
+def test_omegaconf_interpolations_resolve_as_omegaconf_would():
+    """hydra-era configs reference other fields (`${task.normalize}`); a fine-tuned checkpoint's
+    w2v_args resolves inside itself."""
+    from xlsr_jax.convert.fairseq import audio_settings, checkpoint_config
+
+    cfg = {
+        "task": {"normalize": True, "sample_rate": "${common.rate}"},
+        "common": {"rate": 8000},
+        "model": {
+            "normalize": "${task.normalize}",
+            "layers": ["${common.rate}", 3],
+            "env": "${env:HOME}",
+            "missing": "${nowhere.x}",
+            "w2v_args": {"task": {"normalize": False}, "model": {"normalize": "${task.normalize}"}},
+        },
+    }
+    plain = checkpoint_config({"cfg": cfg})
+    assert plain["model"]["normalize"] is True and plain["task"]["sample_rate"] == 8000
+    assert plain["model"]["layers"] == [8000, 3]
+    assert plain["model"]["env"] == "${env:HOME}" and plain["model"]["missing"] == "${nowhere.x}"
+    assert plain["model"]["w2v_args"]["model"]["normalize"] is False  # its own root
+    assert audio_settings(plain) == {"sampling_rate": 8000, "do_normalize": True}
+    cyclic = checkpoint_config({"cfg": {"model": {"a": "${model.b}", "b": "${model.a}"}}})
+    assert isinstance(cyclic["model"]["a"], str)

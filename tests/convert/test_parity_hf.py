@@ -212,6 +212,8 @@ def test_sequence_classification_logits_match(weighted, tmp_path):
         with torch.no_grad():
             hf.layer_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
     hf.save_pretrained(tmp_path / "hf")
+    # A classifier's outputs depend on its input rate and normalisation: the folder states them.
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / "hf")
     loaded = pretrained.load_pretrained(hf_to_orbax(tmp_path / "hf", tmp_path / "ours"))
     for lengths in ((1600, 1600), (1600, 1100)):
         audio, padding = audio_batch(lengths, seed=3)

@@ -28,6 +28,66 @@ def test_normalize_text(raw, lang, expected):
     assert text.normalize_text(raw, lang) == expected
 
 
+@pytest.mark.parametrize("apostrophe", list(text.APOSTROPHE_LOOKALIKES))
+def test_apostrophe_lookalikes_fold_to_the_apostrophe(apostrophe):
+    # `It’s` was two words ("it s") while `It's` stayed one.
+    assert (
+        text.normalize_text(f"It{apostrophe}s {apostrophe}TIL", "en")
+        == "it's 'til"
+        == text.normalize_text("It's 'TIL", "en")
+    )
+    assert text.normalize_text(f"l{apostrophe}homme", "fr") == "l'homme"
+    assert text.normalize_text(f"м{apostrophe}ясо", "uk") == "м'ясо"
+    # Where the ʻokina is a letter, the look-alikes (ASCII ' too) become it.
+    assert text.normalize_text(f"Hawai{apostrophe}i", "haw") == "hawaiʻi" == text.normalize_text("Hawai'i", "haw")
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("well\u2011known \u2013 \u2212 self\u2010made", "well-known - - self-made"),  # dashes, minus
+        ("\u201cquoted\u201d \u201elow\u201d", '"quoted" "low"'),
+        ("a\u00a0b\u202fc\u2009d\u3000e", "a b c d e"),  # no-break, narrow, thin, ideographic
+        ("soft\u00adhy\u200bphen\ufeff", "softhyphen"),  # invisible characters dropped
+    ],
+)
+def test_typographic_variants_fold_before_punctuation(raw, expected):
+    keep = {"en": {"keep": "-\"'", "nfkc": False}}  # what survives shows what each variant became
+    assert text.normalize_text(raw, "en", keep) == expected
+    # With the defaults they are punctuation or spaces like their ASCII forms.
+    assert text.normalize_text(raw, "en") == text.normalize_text(expected, "en")
+
+
+@pytest.mark.parametrize(
+    "raw,lang,expected",
+    [
+        (
+            "El col·legi i la col\u2027lecció.",
+            "ca",
+            "el col·legi i la col·lecció",
+        ),  # punt volat kept, look-alike folded
+        ("col·legi", "es", "col legi"),  # only Catalan spells with it
+        ("كتاب علي", "fa", "کتاب علی"),  # Arabic yeh/kaf -> Farsi yeh/keheh in Persian
+        ("كتاب علي", "ar", "كتاب علي"),  # ... and not in Arabic
+        ("مـــرحبا", "ar", "مرحبا"),  # tatweel is typography
+    ],
+)
+def test_per_language_spelling_marks(raw, lang, expected):
+    assert text.normalize_text(raw, lang) == expected
+
+
+def test_typography_folding_is_an_option_and_keeps_persian_zwnj():
+    assert text.normalize_text("It’s", "en", {"en": {"fold_typography": False}}) == "it s"
+    assert text.normalize_text("می\u200cخواهم", "fa") == "می\u200cخواهم"  # ZWNJ is spelling
+    assert text.normalize_text("l’homme", "fr", {"fr": {"keep": "’"}}) == "l'homme"  # keep folds too
+
+
+def test_vocabulary_has_one_apostrophe_for_all_lookalikes():
+    vocab = text.Vocabulary.build([("It’s", "en"), ("it's", "en"), ("don´t", "en"), ("we‘re", "en")])
+    assert [t for t in vocab.tokens if t in text.APOSTROPHE_LOOKALIKES + "'"] == ["'"]
+    assert vocab.unk_id not in vocab.encode("It’s", "en").tolist()
+
+
 def test_per_language_override():
     assert text.normalize_text("Hello, World", "en", {"en": {"lowercase": False}}) == "Hello World"
     assert text.normalize_text("a-b", "en", {"en": {"keep": "-"}}) == "a-b"

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from xlsr_jax import decoding, optimizers
+from xlsr_jax import checkpointing, decoding, optimizers
 from xlsr_jax.tasks import finetune
 
 
@@ -130,8 +130,22 @@ def test_restore_init_params_names_a_mismatch(tmp_path):
     ckpt = pretrained.save_pretrained(tmp_path / "pre", saved, small, "Wav2Vec2Model")
     fresh = nn.unbox(Wav2Vec2ForCTC(big).init(jax.random.PRNGKey(0), audio, None)["params"])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)
-    with pytest.raises(ValueError, match="no encoder"):
-        finetune.restore_init_params(ckpt, abstract, fresh)
+    with pytest.raises(checkpointing.ModelMismatchError) as info:
+        finetune.restore_init_params(ckpt, abstract, fresh, model_config=big.to_dict())
+    text = str(info.value)
+    # The differing config field, then every differing encoder parameter with both shapes.
+    assert "model.hidden_size: checkpoint 64, this run 96" in text
+    assert "encoder/layer_norm/scale: checkpoint (64,), model (96,)" in text
+    assert len([line for line in text.splitlines() if ", model (" in line]) > 10
+    # Asked for: the parameters that fit are restored, the others stay fresh (both logged).
+    restored = finetune.restore_init_params(ckpt, abstract, fresh, allow_partial=True)
+    np.testing.assert_array_equal(
+        restored["wav2vec2"]["feature_extractor"]["conv_layers_0"]["conv"]["kernel"],
+        saved["feature_extractor"]["conv_layers_0"]["conv"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        restored["wav2vec2"]["encoder"]["layer_norm"]["scale"], fresh["wav2vec2"]["encoder"]["layer_norm"]["scale"]
+    )
 
 
 def test_error_counts_match_hand_counts():
@@ -176,3 +190,64 @@ def test_finetune_configs_build():
     cv = common_voice.get_config("lang=sw")
     assert cv.optim.lr == 1e-4 and cv.finetune.freeze_finetune_updates == 10000 and cv.model.hidden_size == 1024
     assert mls.get_config().model.mask_feature_prob == 0.5
+
+
+def test_ctc_report_with_all_empty_references_warns_instead_of_nan(caplog):
+    """An upper-case vocabulary under the lower-casing normaliser: every label is <unk> (id 3),
+    which decodes to nothing. The report must say so, not carry WER NaN."""
+    from data_pipelines import Vocabulary
+    from xlsr_jax.tasks import ctc
+
+    vocab = Vocabulary(["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B"])
+    batch = {
+        "labels": np.array([[3, 3, 4, 3], [3, 0, 0, 0], [5, 4, 6, 0]], np.int32),
+        "label_padding": np.array([[0, 0, 0, 0], [0, 1, 1, 1], [0, 0, 0, 1]], bool),
+        "language": np.array([0, 0, 1], np.int32),
+    }
+    out = {"ids": np.array([[5, 0, 6], [5, 5, 0], [5, 4, 6]], np.int32)}
+    with caplog.at_level("WARNING", logger=ctc.log.name):
+        report = ctc.ctc_report([(batch, out)], vocab, ["en", "sw"])
+    assert report["metrics"] == {"wer": 0.0, "cer": 0.0, "wer/sw": 0.0, "cer/sw": 0.0}  # en left out
+    assert "all 2 references of language(s) en are empty" in caplog.text
+    caplog.clear()
+    only_en = {k: v[:2] for k, v in batch.items()}
+    with caplog.at_level("WARNING", logger=ctc.log.name):
+        report = ctc.ctc_report([(only_en, {"ids": out["ids"][:2]})], vocab, ["en", "sw"])
+    assert report["metrics"] == {} and not any(np.isnan(v) for v in report["metrics"].values())
+    assert "all 2 references of every language are empty" in caplog.text and "data.vocabulary.path" in caplog.text
+
+
+@pytest.mark.integration
+def test_train_stops_before_training_when_the_vocabulary_disagrees_with_the_normaliser(tmp_path):
+    """The issue's case through train.py: an upper-case vocab.json and the default lower-casing
+    normaliser. The run stops in one line naming the options, before any step."""
+    import os
+    import subprocess
+    import sys
+
+    import data_pipelines
+    from data_pipelines import text
+    from tests.trainer_testlib import REPO
+
+    with open(os.path.join(data_pipelines.DEMO_CORPUS_DIR, "es", "train.tsv"), encoding="utf-8") as f:
+        sentences = [line.rstrip("\n").split("\t")[2] for line in f][1:]
+    chars = sorted({c for s in sentences for c in text.normalize_text(s, "es").upper().replace(" ", "")})
+    vocab = text.Vocabulary([*text.SPECIAL_TOKENS, text.WORD_DELIMITER, *chars])
+    (tmp_path / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config",
+        "configs/finetune/demo_ctc.py:steps=2,langs=es",
+        f"--config.data.vocabulary.path={tmp_path / 'vocab.json'}",
+        f"--config.model.vocab_size={len(vocab)}",
+        "--workdir",
+        str(tmp_path / "run"),
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "become <unk>" in last and "data.vocabulary.max_unk_rate" in last
+    assert "data.text.per_language" in last and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")

@@ -47,3 +47,28 @@ def test_codebook_collapse_warning():
     config.task = "nope"
     with pytest.raises(ValueError, match="unknown task"):
         tasks.create_task(config)
+
+
+def test_persistent_compilation_cache_goes_to_the_workdir_unless_configured(tmp_path, monkeypatch):
+    import jax
+
+    from xlsr_jax import trainer
+
+    cfg = ml_collections.ConfigDict({"train": {"compilation_cache_dir": ""}})
+    previous = jax.config.jax_compilation_cache_dir
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    try:
+        # Already configured for the process (JAX_COMPILATION_CACHE_DIR, as the tests do): kept.
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "env"))
+        assert trainer._setup_compilation_cache(cfg, str(tmp_path / "run")) == str(tmp_path / "env")
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert trainer._setup_compilation_cache(cfg, str(tmp_path / "run")) == str(tmp_path / "run" / "jax_cache")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "run" / "jax_cache")
+        jax.config.update("jax_compilation_cache_dir", None)
+        cfg.train.compilation_cache_dir = "none"
+        assert trainer._setup_compilation_cache(cfg, str(tmp_path / "run")) is None
+        cfg.train.compilation_cache_dir = str(tmp_path / "shared")
+        assert trainer._setup_compilation_cache(cfg, str(tmp_path / "run")) == str(tmp_path / "shared")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)

@@ -17,6 +17,7 @@ model.json); load it with `xlsr_jax.pretrained.load_pretrained`. All renames are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -92,6 +93,7 @@ def hf_to_orbax(
     out_dir: str | os.PathLike,
     *,
     overrides: Mapping[str, Any] | None = None,
+    audio: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     revision: str | None = None,
 ) -> str:
@@ -100,24 +102,47 @@ def hf_to_orbax(
     `hf_folder` may also be a hub model id (`facebook/wav2vec2-xls-r-300m`), fetched into the
     hub cache at `revision` (`hf_io.resolve_hf_source`).
 
-    A CTC folder's vocab.json (if present) is carried along for the way back.
+    A CTC folder's vocab.json (if present) is carried along for the way back. The audio settings
+    (`sampling_rate`, `do_normalize`) are read as transformers reads them (`hf_io.read_audio_settings`);
+    `audio` states them explicitly (wins over the files).
+
+    Raises:
+      ValueError: a CTC or classification folder that states no audio settings, and no `audio`.
     """
     from xlsr_jax import pretrained
 
     hf_folder = hf_io.resolve_hf_source(hf_folder, revision)
+    config_path = os.path.join(os.fspath(hf_folder), hf_io.CONFIG)
     hf_config = hf_io.read_hf_config(hf_folder)
+    if hf_config.get("model_type") != st.MODEL_TYPE:  # a wav2vec2 config: every field checked first
+        with _naming(config_path):
+            configs.hf_to_config(hf_config, **dict(overrides or {}))
     state = hf_io.read_hf_state(hf_folder)
     if hf_config.get("model_type") == st.MODEL_TYPE:
         return _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite)
-    config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
+    with _naming(f"{hf_folder} ({hf_io.CONFIG} vs weights)"):
+        config, arch, params, extras = hf_to_params(hf_config, state, **dict(overrides or {}))
     vocab = hf_io.read_ctc_vocab(hf_folder)
-    pre = _read_json_if_exists(os.path.join(os.fspath(hf_folder), hf_io.PREPROCESSOR))
-    audio = pretrained.default_audio_settings(config)
-    if pre:
-        audio = {
-            "sampling_rate": pre.get("sampling_rate", SAMPLE_RATE),
-            "do_normalize": pre.get("do_normalize", audio["do_normalize"]),
-        }
+    # A head that transcribes or classifies raw audio gives different answers at another rate or
+    # normalisation: there the settings must be stated, by a file or explicitly.
+    audio = hf_io.read_audio_settings(
+        hf_folder, needed=arch in ("Wav2Vec2ForCTC", "Wav2Vec2ForSequenceClassification"), explicit=audio
+    )
+    defaults = pretrained.default_audio_settings(config)
+    for key in set(defaults) - set(audio):
+        log.warning(
+            "%s: no %s stated (no %s / %s, no --%s); assuming %r (%s)",
+            hf_folder,
+            key,
+            hf_io.PREPROCESSOR,
+            hf_io.PROCESSOR,
+            key,
+            defaults[key],
+            "wav2vec 2.0's rate"
+            if key == "sampling_rate"
+            else f"the convention of {config.feat_extract_norm}-norm models",
+        )
+        audio[key] = defaults[key]
     if arch == "Wav2Vec2ForCTC" and vocab is not None:
         tokenizer = hf_io.read_tokenizer_settings(hf_folder)
         if all(isinstance(i, int) for i in vocab.values()):
@@ -158,9 +183,10 @@ def fairseq_to_orbax(
     """
     from xlsr_jax import pretrained
 
-    hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
-    audio = hf_config.pop("xlsr_jax_audio")
-    config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
+    with _naming(os.fspath(checkpoint)):
+        hf_config, hf_state, vocab = fairseq.read_fairseq_checkpoint(checkpoint, dict_path)
+        audio = hf_config.pop("xlsr_jax_audio")
+        config, arch, params, extras = hf_to_params(hf_config, hf_state, **dict(overrides or {}))
     return pretrained.save_pretrained(
         out_dir, params, config, arch, hf_extras=extras, vocab=vocab, audio=audio, overwrite=overwrite
     )
@@ -232,6 +258,17 @@ def orbax_to_hf(
         labels = decoding.CTCLabels.from_vocab(vocab, tokenizer)
         lm_lib.write_processor_lm_files(out, labels, lm, alpha=alpha, beta=beta)
     return out
+
+
+@contextlib.contextmanager
+def _naming(source: str):
+    """Prefixes config and mismatch errors with the file they are about (once)."""
+    try:
+        yield
+    except (ConfigError, CheckpointMismatchError) as e:
+        if str(e).startswith(source):
+            raise
+        raise type(e)(f"{source}: {e}") from None
 
 
 def _hf_translation_to_orbax(hf_folder, out_dir, hf_config, state, overrides, overwrite) -> str:
@@ -316,9 +353,6 @@ def _translation_to_hf(loaded, out_folder, overwrite) -> str:
 
 
 def _read_json_if_exists(path: str) -> Any:
-    import json
-
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return hf_io.read_json(path)

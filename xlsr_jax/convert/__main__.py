@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from xlsr_jax import convert
@@ -30,6 +31,14 @@ def _parse_overrides(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value  # bare strings: dtype=bfloat16
     return out
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="set a Wav2Vec2Config field, e.g. scan_layers=true (repeatable)",
+    )
+    h.add_argument(
+        "--sampling_rate",
+        type=int,
+        help="the model's input rate in Hz, when the folder has no preprocessor/processor config",
+    )
+    h.add_argument(
+        "--do_normalize",
+        type=_parse_bool,
+        metavar="true|false",
+        help="per-utterance zero-mean unit-variance input, when the folder does not say",
     )
 
     f = sub.add_parser("fairseq-to-orbax", parents=[common], help="fairseq wav2vec 2.0 .pt -> our checkpoint")
@@ -78,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     from xlsr_jax import pretrained
 
     pretrained.setup_cli_logging()
+    # What the converter read and assumed (audio settings, defaults) is logged: show it.
+    logging.getLogger("xlsr_jax.convert").setLevel(logging.INFO)
     try:
         if args.command == "hf-to-orbax":
             out = convert.hf_to_orbax(
                 args.hf_folder,
                 args.out_dir,
                 overrides=_parse_overrides(args.override),
+                audio={"sampling_rate": args.sampling_rate, "do_normalize": args.do_normalize},
                 overwrite=args.overwrite,
                 revision=args.revision,
             )

@@ -111,6 +111,104 @@ class ConfigError(ValueError):
     """A config that does not describe a model this project can build."""
 
 
+# Sizes a config may declare, and the largest of each that is not absurd: checked before any
+# table or array is built from them (a config.json with num_hidden_layers=10000000 would
+# otherwise build a 10M-layer parameter table for minutes). The caps are far above every
+# published model (XLS-R 2B: 48 layers, width 1920, 7 conv layers, vocabularies of a few
+# thousand characters) and still cheap to tabulate.
+_SIZE_LIMITS = {
+    "hidden_size": 65536,
+    "num_hidden_layers": 1024,
+    "num_attention_heads": 4096,
+    "intermediate_size": 262144,
+    "num_conv_pos_embeddings": 4096,
+    "num_conv_pos_embedding_groups": 65536,
+    "num_codevector_groups": 1024,
+    "num_codevectors_per_group": 65536,
+    "codevector_dim": 65536,
+    "proj_codevector_dim": 65536,
+    "vocab_size": 1 << 20,
+    "num_labels": 1 << 20,
+    "classifier_proj_size": 65536,
+}
+_NON_NEGATIVE_INTS = (
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_length",
+    "mask_feature_min_masks",
+    "num_negatives",
+    "pad_token_id",
+)
+_PROBABILITIES = (
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "feat_quantizer_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
+    "mask_feature_prob",
+)
+_POSITIVE_FLOATS = ("layer_norm_eps", "contrastive_logits_temperature")
+_MAX_CONV_LAYERS = 64
+# String fields with a fixed set of values (the model's own checks cover dtype and remat).
+_CHOICES = {"feat_extract_norm": ("group", "layer"), "attention_impl": ("auto", "xla", "cudnn")}
+
+
+def check_field_types(values: Mapping[str, Any]) -> None:
+    """Checks the type and range of every config field that is given (names as Wav2Vec2Config).
+
+    Raises:
+      ConfigError naming the first bad field, what it must be and what it is.
+    """
+    types = {f.name: f.type for f in dataclasses.fields(Wav2Vec2Config)}
+    for name, value in values.items():
+        kind = str(types.get(name, ""))
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if name in _SIZE_LIMITS and not 1 <= value <= _SIZE_LIMITS[name]:
+                raise ConfigError(f"{name} must be in [1, {_SIZE_LIMITS[name]}], got {value}")
+            if name in _NON_NEGATIVE_INTS and value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if name in _PROBABILITIES and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+            if name in _POSITIVE_FLOATS and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise ConfigError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
+        elif kind.startswith("tuple"):
+            if (
+                not isinstance(value, (list, tuple))
+                or not 1 <= len(value) <= _MAX_CONV_LAYERS
+                or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536 for v in value)
+            ):
+                raise ConfigError(
+                    f"{name} must be a list of 1 to {_MAX_CONV_LAYERS} integers in [1, 65536], got {value!r}"
+                )
+
+
+def _architecture(hf: Mapping[str, Any]) -> str:
+    archs = hf.get("architectures")
+    if archs is None:
+        return "Wav2Vec2ForPreTraining"
+    if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
+        raise ConfigError(f'architectures must be a list of class names, e.g. ["Wav2Vec2ForCTC"], got {archs!r}')
+    if archs[0] not in ARCHITECTURES:
+        raise ConfigError(f"architectures: unsupported architecture {archs[0]!r}; expected one of {ARCHITECTURES}")
+    return archs[0]
+
+
 def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Config, str, dict]:
     """Maps a HF `config.json` dict to our config.
 
@@ -123,14 +221,21 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
       (default `Wav2Vec2ForPreTraining`); extras holds HF fields we do not model but keep for the
       way back (token ids, label maps).
     """
+    if not isinstance(hf, Mapping):
+        raise ConfigError(f"expected a JSON object of config fields, got {type(hf).__name__}")
     if hf.get("model_type", "wav2vec2") != "wav2vec2":
         raise ConfigError(
             f"expected a wav2vec2 config.json (model_type 'wav2vec2'), got model_type={hf.get('model_type')!r}"
         )
-    archs = hf.get("architectures") or ["Wav2Vec2ForPreTraining"]
-    arch = archs[0]
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"unsupported architecture {arch!r}; expected one of {ARCHITECTURES}")
+    arch = _architecture(hf)
+    ours_only = hf.get(OURS_ONLY_KEY) or {}
+    if not isinstance(ours_only, Mapping):
+        raise ConfigError(f"{OURS_ONLY_KEY} must be an object of fields, got {ours_only!r}")
+    for name in ("id2label", "label2id"):
+        if name in hf and not isinstance(hf[name], Mapping):
+            raise ConfigError(f"{name} must be an object, got {hf[name]!r}")
+    check_field_types({k: v for k, v in hf.items() if k in HF_SHARED_FIELDS})
+    check_field_types({k: v for k, v in ours_only.items() if k in OURS_ONLY_FIELDS})
     full = {**HF_DEFAULTS, **hf}
     if full.get("output_hidden_size") == full["hidden_size"]:
         full["output_hidden_size"] = None  # HF stores the resolved width; None is ours for "same"
@@ -146,9 +251,12 @@ def hf_to_config(hf: Mapping[str, Any], **overrides: Any) -> tuple[Wav2Vec2Confi
     if "num_labels" not in hf and "id2label" in hf:
         full["num_labels"] = len(hf["id2label"])
     values = {k: full[k] for k in HF_SHARED_FIELDS if k in full}
-    values.update({k: v for k, v in (hf.get(OURS_ONLY_KEY) or {}).items() if k in OURS_ONLY_FIELDS})
+    values.update({k: v for k, v in ours_only.items() if k in OURS_ONLY_FIELDS})
     values.update(overrides)
-    config = Wav2Vec2Config.from_dict(values)
+    try:
+        config = Wav2Vec2Config.from_dict(values)
+    except ValueError as e:  # cross-field rules (divisibility, equal conv lengths)
+        raise ConfigError(str(e)) from None
     extras = {k: full[k] for k in HF_PASSTHROUGH_FIELDS if k in full}
     return config, arch, extras
 

@@ -9,6 +9,7 @@ ones a `Wav2VecCtc` whose encoder sits under `w2v_encoder.w2v_model.` and whose 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ import numpy as np
 from xlsr_jax.constants import SAMPLE_RATE
 from xlsr_jax.convert import configs, tables
 from xlsr_jax.convert.params import CheckpointMismatchError
+
+log = logging.getLogger(__name__)
 
 # Pretraining-only modules that CTC fine-tuning deletes (remove_pretraining_modules); some
 # fine-tuned files still carry them. They are dropped when converting a CTC model.
@@ -51,7 +54,7 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
 
     cfg = to_plain(ckpt.get("cfg"))
     if isinstance(cfg, Mapping) and cfg.get("model") is not None:
-        return dict(cfg)
+        return resolve_interpolations(dict(cfg))
     args = to_plain(ckpt.get("args"))
     if isinstance(args, Mapping):
         # Old checkpoints: one flat namespace holds model and criterion fields alike.
@@ -59,6 +62,43 @@ def checkpoint_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     raise configs.ConfigError(
         f"fairseq checkpoint has neither `cfg` (with a `model` section) nor `args`; top-level keys: {sorted(ckpt)}"
     )
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def resolve_interpolations(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Replaces omegaconf `${a.b}` references by the values they point to, as omegaconf would on
+    access (hydra-era fairseq writes e.g. `model.normalize: ${task.normalize}`). A fine-tuned
+    checkpoint's `model.w2v_args` is a config of its own: its references resolve inside it.
+    References that do not resolve (missing keys, resolvers like `${env:X}`) stay as they are.
+    """
+
+    def lookup(root, path, depth):
+        node = root
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None, False
+            node = node[part]
+        return resolve(node, root, depth + 1), True
+
+    def resolve(node, root, depth=0):
+        if depth > 32:  # a reference cycle: leave the rest as written
+            return node
+        if isinstance(node, Mapping):
+            return {
+                k: resolve(v, v if k == "w2v_args" and isinstance(v, Mapping) else root, depth) for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [resolve(v, root, depth) for v in node]
+        if isinstance(node, str):
+            m = _INTERPOLATION.fullmatch(node)
+            if m:
+                value, found = lookup(root, m.group(1), depth)
+                return value if found else node
+        return node
+
+    return resolve(cfg, cfg)
 
 
 def fairseq_state_to_hf(
@@ -116,14 +156,34 @@ def hf_state_to_fairseq(state: Mapping[str, np.ndarray], feat_extract_norm: str,
 
 
 def audio_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Input conventions from the checkpoint's task config (`normalize`, `sample_rate`)."""
+    """Input conventions from the checkpoint's task config (`normalize`, `sample_rate`).
+
+    A setting the config leaves out takes fairseq's `AudioPretrainingConfig` default
+    (sample_rate 16000, normalize False), as fairseq itself would; that is logged.
+
+    Raises:
+      configs.ConfigError: sample_rate is not a positive integer or normalize not a boolean.
+    """
     task = cfg.get("task") or {}
     model = cfg.get("model") or {}
     normalize = task.get("normalize", model.get("normalize"))
     if normalize is None:  # fine-tuned: the pretraining task's setting
         w2v = model.get("w2v_args") or {}
-        normalize = (w2v.get("task") or w2v).get("normalize", False)
-    return {"sampling_rate": int(task.get("sample_rate", SAMPLE_RATE) or SAMPLE_RATE), "do_normalize": bool(normalize)}
+        normalize = (w2v.get("task") or w2v).get("normalize")
+    if normalize is None:
+        log.info("fairseq cfg has no task.normalize: fairseq's default False")
+        normalize = False
+    rate = task.get("sample_rate")
+    if rate is None:
+        log.info("fairseq cfg has no task.sample_rate: fairseq's default %d", SAMPLE_RATE)
+        rate = SAMPLE_RATE
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise configs.ConfigError(f"task.sample_rate must be a positive integer (Hz), got {rate!r}")
+    if not isinstance(normalize, bool):
+        raise configs.ConfigError(f"task.normalize must be true or false, got {normalize!r}")
+    return {"sampling_rate": rate, "do_normalize": normalize}
 
 
 def read_fairseq_checkpoint(
@@ -142,8 +202,8 @@ def read_fairseq_checkpoint(
     from xlsr_jax.convert.torch_pickle import load_torch_file
 
     ckpt = load_torch_file(path)
-    if not isinstance(ckpt, Mapping) or "model" not in ckpt:
-        raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with 'model')")
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
+        raise configs.ConfigError(f"{path}: not a fairseq checkpoint (expected a dict with a 'model' state dict)")
     cfg = checkpoint_config(ckpt)
     state = {k: to_numpy_float32(k, v) for k, v in ckpt["model"].items()}
     _, _, is_ctc = configs.fairseq_model_cfg(cfg)

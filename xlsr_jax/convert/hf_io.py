@@ -7,6 +7,7 @@ pickled code); reading or writing `model.safetensors` does not.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -32,6 +33,16 @@ TOKENIZER_FILES = (
     "tokenizer.json",
     "added_tokens.json",
 )
+# transformers >= 4.4x `ProcessorMixin.save_pretrained` (the default in 5) nests the feature
+# extractor's settings here under "feature_extractor" (or "audio_processor"), and
+# `FeatureExtractionMixin.get_feature_extractor_dict` reads them from here *before*
+# preprocessor_config.json.
+PROCESSOR = "processor_config.json"
+PROCESSOR_KEYS = ("feature_extractor", "audio_processor")
+# `Wav2Vec2FeatureExtractor.__init__` defaults: what transformers uses for a key its file lacks.
+FEATURE_EXTRACTOR_DEFAULTS = {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True}
+
+log = logging.getLogger(__name__)
 
 
 # A hub model id: "name" or "owner/name" (huggingface_hub's repo id characters).
@@ -78,8 +89,106 @@ def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
             f"{folder!s}: no {CONFIG}; expected a transformers Wav2Vec2 model folder "
             f"({CONFIG} + {SAFETENSORS} or {TORCH_BIN})"
         )
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of config fields, got a {type(config).__name__}")
+    return config
+
+
+def read_json(path: str) -> Any:
+    """Parses a JSON file; a malformed one raises ValueError naming the file and the position."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_audio_settings(
+    folder: str | os.PathLike, *, needed: bool, explicit: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The feature extractor's `sampling_rate` and `do_normalize`, read as transformers reads them.
+
+    Sources, in transformers' order: `processor_config.json` ["feature_extractor"] (or
+    ["audio_processor"]), else `preprocessor_config.json`; a key the chosen source lacks takes
+    `Wav2Vec2FeatureExtractor`'s default (what transformers does), and that is logged. `explicit`
+    values (the CLI's --sampling_rate / --do_normalize) win over the files, with a warning where
+    they differ.
+
+    Args:
+      folder: the transformers model folder.
+      needed: the settings change the model's outputs as used here (a CTC or classification
+        head transcribes/identifies raw audio); without any source they must then be explicit.
+    Returns:
+      {"sampling_rate": int Hz, "do_normalize": bool}, or {} when nothing states them and
+      `needed` is False (the caller applies its documented convention).
+    Raises:
+      ValueError naming the file and field: invalid JSON, a non-dict section, a sampling_rate that
+      is not a positive integer, a do_normalize that is not a boolean, feature_size other than 1,
+      or (`needed`) no source and no explicit value.
+    """
+    folder = os.fspath(folder)
+    explicit = {k: v for k, v in dict(explicit or {}).items() if v is not None}
+    settings, source = None, None
+    proc_path = os.path.join(folder, PROCESSOR)
+    if os.path.isfile(proc_path):
+        proc = read_json(proc_path)
+        if not isinstance(proc, dict):
+            raise ValueError(f"{proc_path}: expected a JSON object, got {type(proc).__name__}")
+        key = next((k for k in PROCESSOR_KEYS if k in proc), None)
+        if key is not None:
+            settings, source = proc[key], f"{proc_path} [{key!r}]"
+    pre_path = os.path.join(folder, PREPROCESSOR)
+    if os.path.isfile(pre_path):
+        pre = read_json(pre_path)
+        if settings is None:
+            settings, source = pre, pre_path
+        elif isinstance(pre, dict) and isinstance(settings, dict):
+            differ = [k for k in ("sampling_rate", "do_normalize") if k in pre and pre[k] != settings.get(k, pre[k])]
+            if differ:
+                log.warning(
+                    "%s and %s disagree on %s; using %s, as transformers does",
+                    source,
+                    pre_path,
+                    ", ".join(differ),
+                    source,
+                )
+    if settings is None:
+        missing = [k for k in ("sampling_rate", "do_normalize") if k not in explicit]
+        if missing and needed:
+            raise ValueError(
+                f"{folder}: no feature-extractor settings ({PREPROCESSOR}, or {PROCESSOR} with a "
+                f"'feature_extractor' section) and this model's outputs depend on {' and '.join(missing)}; "
+                "state them with --sampling_rate HZ --do_normalize true|false (the values the model was "
+                "trained with)"
+            )
+        return {k: explicit[k] for k in ("sampling_rate", "do_normalize") if k in explicit}
+    if not isinstance(settings, dict):
+        raise ValueError(
+            f"{source}: expected a JSON object of feature-extractor settings, got {type(settings).__name__}"
+        )
+    out = {}
+    for key in ("sampling_rate", "do_normalize", "feature_size"):
+        if key in settings:
+            out[key] = settings[key]
+        else:
+            out[key] = FEATURE_EXTRACTOR_DEFAULTS[key]
+            if key not in explicit and key != "feature_size":
+                log.info("%s has no %s: assuming transformers' default %r", source, key, out[key])
+    rate = out["sampling_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise ValueError(f"{source}: sampling_rate must be a positive integer (Hz), got {rate!r}")
+    if not isinstance(out["do_normalize"], bool):
+        raise ValueError(f"{source}: do_normalize must be true or false, got {out['do_normalize']!r}")
+    if out.pop("feature_size") != 1:
+        raise ValueError(f"{source}: feature_size must be 1 (raw waveform input), got {settings['feature_size']!r}")
+    for key, value in explicit.items():
+        if value != out[key]:
+            log.warning("%s says %s=%r; using the explicit %r", source, key, out[key], value)
+        out[key] = value
+    log.info("audio settings from %s: %s", source, out)
+    return out
 
 
 def to_numpy_float32(name: str, value: Any) -> np.ndarray:
@@ -105,13 +214,11 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     if os.path.isfile(os.path.join(folder, SAFETENSORS)):
         files = [SAFETENSORS]
     elif os.path.isfile(os.path.join(folder, SAFETENSORS_INDEX)):
-        with open(os.path.join(folder, SAFETENSORS_INDEX), encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = _shard_files(folder, SAFETENSORS_INDEX, ".safetensors")
     elif os.path.isfile(os.path.join(folder, TORCH_BIN)):
         files = [TORCH_BIN]
     elif os.path.isfile(os.path.join(folder, TORCH_BIN_INDEX)):
-        with open(os.path.join(folder, TORCH_BIN_INDEX), encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = _shard_files(folder, TORCH_BIN_INDEX, ".bin")
     else:
         raise FileNotFoundError(
             f"{folder}: no weights; expected {SAFETENSORS}, {SAFETENSORS_INDEX}, {TORCH_BIN} or {TORCH_BIN_INDEX}"
@@ -122,10 +229,20 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
         if name.endswith(".safetensors"):
             from safetensors import safe_open
 
-            # framework="np" reads without torch; bf16 arrives as ml_dtypes.bfloat16.
-            with safe_open(path, framework="np") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                    state[key] = to_numpy_float32(key, f.get_tensor(key))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: listed in the weight index but missing")
+            # framework="np" reads without torch; bf16 arrives as ml_dtypes.bfloat16. The library
+            # checks the header against the file size; its errors do not name the file.
+            try:
+                with safe_open(path, framework="np") as f:
+                    for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                        state[key] = to_numpy_float32(key, f.get_tensor(key))
+            except (OSError, ValueError, TypeError) as e:
+                raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
+            except Exception as e:  # safetensors_rust.SafetensorError derives from Exception only
+                if type(e).__name__ != "SafetensorError":
+                    raise
+                raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
         else:
             from xlsr_jax.convert.torch_pickle import load_torch_file
 
@@ -135,6 +252,21 @@ def read_hf_state(folder: str | os.PathLike) -> dict[str, np.ndarray]:
             for key, value in loaded.items():
                 state[key] = to_numpy_float32(key, value)
     return state
+
+
+def _shard_files(folder: str, index_name: str, suffix: str) -> list[str]:
+    """The shard file names of a sharded checkpoint's index, checked to be plain names of
+    `suffix` files inside `folder` (a hostile index must not point elsewhere)."""
+    path = os.path.join(folder, index_name)
+    index = read_json(path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{path}: weight_map must be a non-empty object {{tensor name: shard file}}")
+    files = set(weight_map.values())
+    for name in files:
+        if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(suffix):
+            raise ValueError(f"{path}: weight_map: shard {name!r} is not a {suffix} file name in the folder")
+    return sorted(files)
 
 
 def preprocessor_config(
@@ -181,8 +313,9 @@ def read_tokenizer_settings(folder: str | os.PathLike) -> dict[str, Any]:
         path = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(path):
             continue
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
         for key in TOKENIZER_FIELDS:
             if key in data:
                 value = data[key]
@@ -199,19 +332,24 @@ def read_ctc_vocab(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = os.path.join(folder, "vocab.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        vocab = json.load(f)
+    vocab = read_json(path)
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{path}: expected a JSON object {{token: id}}, got {type(vocab).__name__}")
     if not all(isinstance(i, int) for i in vocab.values()):
         return vocab
     added: dict[str, int] = {}
     added_path = os.path.join(folder, "added_tokens.json")
     if os.path.isfile(added_path):
-        with open(added_path, encoding="utf-8") as f:
-            added.update(json.load(f))
+        extra = read_json(added_path)
+        if not isinstance(extra, dict):
+            raise ValueError(f"{added_path}: expected a JSON object {{token: id}}, got {type(extra).__name__}")
+        added.update(extra)
     config_path = os.path.join(folder, TOKENIZER_CONFIG)
     if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            decoder = json.load(f).get("added_tokens_decoder") or {}
+        tokenizer_config = read_json(config_path)
+        if not isinstance(tokenizer_config, dict):
+            raise ValueError(f"{config_path}: expected a JSON object, got {type(tokenizer_config).__name__}")
+        decoder = tokenizer_config.get("added_tokens_decoder") or {}
         added.update({entry["content"]: int(i) for i, entry in decoder.items()})
     for token, i in sorted(added.items(), key=lambda kv: kv[1]):
         if token not in vocab:

@@ -41,6 +41,30 @@ def normalize_hf_keys(state: Mapping[str, np.ndarray], architecture: str) -> dic
     return out
 
 
+def check_layer_counts(state: Mapping[str, Any], config: Wav2Vec2Config) -> None:
+    """Compares the numbers of Transformer and conv layers the config declares with those the
+    weights hold, from the key names alone: before a parameter table or any array is built
+    from the config (a declared num_hidden_layers of 10 million would otherwise take minutes
+    and gigabytes before the mismatch shows).
+
+    Raises:
+      CheckpointMismatchError naming the config field and both counts.
+    """
+    for field, declared, pattern in (
+        ("num_hidden_layers", config.num_hidden_layers, r"(?:^|\.)encoder\.layers\.(\d+)\."),
+        ("conv_dim", len(config.conv_dim), r"(?:^|\.)feature_extractor\.conv_layers\.(\d+)\."),
+    ):
+        found = {int(m.group(1)) for k in state for m in [re.search(pattern, k)] if m}
+        # Only more declared than held needs the early answer (the table would grow with the
+        # config); extra or missing indices below are listed key by key by the full comparison.
+        if found and declared > max(found) + 1:
+            held = f"{len(found)} (indices {min(found)}..{max(found)})"
+            raise CheckpointMismatchError(
+                f"the config declares {declared} {'Transformer' if field == 'num_hidden_layers' else 'conv'} "
+                f"layers ({field}) but the weights hold {held}"
+            )
+
+
 def hf_state_to_params(
     state: Mapping[str, np.ndarray],
     config: Wav2Vec2Config,
@@ -64,6 +88,7 @@ def hf_state_to_params(
       CheckpointMismatchError naming every missing, unexpected and mis-shaped key.
     """
     state = normalize_hf_keys(state, architecture)
+    check_layer_counts(state, config)
     rules = tables.hf_param_table(config, architecture)
     layers = config.num_hidden_layers if config.scan_layers else None
     return state_to_params_by_rules(

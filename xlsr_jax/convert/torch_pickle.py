@@ -6,12 +6,17 @@ globals on an allowlist. fairseq checkpoints also carry their training config an
 pickled objects, so the allowlist is extended with exactly what those need:
 
 * `argparse.Namespace` (old checkpoints' `args`): a plain attribute bag, safe to build for real;
+* inert builtin types (`builtins.dict`, `int`, `list`, ...): omegaconf 2.0's `DictConfig`, which
+  hydra-era fairseq (>= 0.10) pickles as `cfg`, records node types by reference (`object_type`)
+  and rebuilds its containers with them. Calling one builds a plain value and runs nothing else;
+  callables that act (`eval`, `exec`, `getattr`, `__import__`, `open`, `type`, ...) stay refused;
 * globals from the `fairseq.*`, `omegaconf.*` and `numpy.*` modules (hydra configs, enum choices,
   meters in `extra_state`, numpy scalars): mapped to `Opaque`, an inert stand-in that records
   its constructor arguments and pickled state and runs nothing. Configs are read back out of
   those records by `to_plain`. Neither fairseq nor omegaconf need be installed.
 
-Any other global (e.g. `builtins.eval`, `os.system`, a user class) is refused, naming it.
+Any other global (e.g. `builtins.eval`, `builtins.exec`, `os.system`, `subprocess.Popen`, a user
+class) is refused, naming it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ OPAQUE_MODULE_PREFIXES = ("fairseq.", "omegaconf.", "numpy.", "typing.", "enum."
 # Globals that are replaced by a function building a plain dict (their items follow via SETITEMS,
 # which torch's unpickler only allows on exact dicts).
 DICT_LIKE_GLOBALS = ("collections.defaultdict",)
+# Builtin types that are inert to reference or call (value constructors; no attribute access,
+# import, I/O or code). Python 2 pickles (protocol <= 2, torch.save's default) name them
+# `__builtin__.*`; torch's unpickler reports them as `builtins.*`.
+INERT_BUILTIN_TYPES = {
+    t.__name__: t for t in (dict, list, tuple, set, frozenset, int, float, complex, bool, str, bytes, bytearray, slice)
+}
 
 
 class UnsafeCheckpointError(ValueError):
@@ -65,6 +76,8 @@ def _allowlist(names: list[str]) -> tuple[list, list[str]]:
     for name in names:
         if name == "argparse.Namespace":
             allowed.append((argparse.Namespace, name))
+        elif name.startswith(("builtins.", "__builtin__.")) and name.split(".", 1)[1] in INERT_BUILTIN_TYPES:
+            allowed.append((INERT_BUILTIN_TYPES[name.split(".", 1)[1]], name))
         elif name in DICT_LIKE_GLOBALS:
             allowed.append((_make_dict, name))
         elif name.startswith(OPAQUE_MODULE_PREFIXES):
@@ -88,24 +101,36 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     from pickle import UnpicklingError
 
     path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file, not a PyTorch checkpoint")
     try:
         names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except ValueError:
         names = []  # legacy (non-zip) format: discovered one at a time below
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file: {e})"
+        ) from None
     allowed, refused = _allowlist(names)
     if refused:
         raise UnsafeCheckpointError(
             f"{path}: refusing to load; it pickles globals outside the allowlist: {refused}. Only "
-            "tensors, containers, argparse.Namespace and fairseq/omegaconf config records are accepted."
+            "tensors, containers, builtin value types, argparse.Namespace and fairseq/omegaconf config "
+            "records are accepted."
         )
     for _ in range(64):
         try:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError) as e:  # torch's zip reader on a damaged archive
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or damaged: {e})") from None
         except UnpicklingError as e:
             name = _global_from_error(str(e))
             if name is None:
-                raise UnsafeCheckpointError(f"{path}: refusing to load: {e}") from None
+                # torch's message is a page of advice; the cause is the WeightsUnpickler line.
+                cause = str(e).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+                cause = " ".join(cause.split()) or "unreadable pickle"
+                raise UnsafeCheckpointError(f"{path}: refusing to load: {cause}") from None
             more, refused = _allowlist([name])
             if refused:
                 raise UnsafeCheckpointError(

@@ -64,6 +64,8 @@ class Task:
         self.model_config = models.Wav2Vec2Config.from_dict({**config.model.to_dict(), **model_overrides})
         self.model = models.model_class(self.architecture)(self.model_config)
         self.init_samples = int(config.train.init_num_samples)
+        # config.init.partial: restore only the parameters of init.checkpoint that fit.
+        self.init_partial = bool(config.get("init", {}).get("partial", False))
 
     # --- Parameters and optimizer.
 
@@ -94,18 +96,35 @@ class Task:
 
         return optimizers.create_optimizer(optim_cfg)
 
+    def check_init_params(self, path: str, abstract_params: PyTree):
+        """Compares `config.init.checkpoint` with the model from metadata, before anything is
+        compiled: every parameter must be there with the model's shape and nothing more, unless
+        `config.init.partial`.
+
+        Returns:
+          `checkpointing.ParamsComparison`.
+        Raises:
+          checkpointing.ModelMismatchError: listing every differing parameter and config field.
+        """
+        from xlsr_jax import checkpointing
+
+        return checkpointing.check_init_matches(
+            path, abstract_params, model_config=self.model_config.to_dict(), allow_partial=self.init_partial
+        )
+
     def restore_init_params(self, path: str, abstract_params: PyTree, fresh_params: PyTree) -> PyTree:
-        """Parameters for `config.init.checkpoint`: all of them from `path` (it may hold more).
+        """Parameters for `config.init.checkpoint`: all of them from `path` (`check_init_params`);
+        with `config.init.partial`, those that fit, the others from `fresh_params`.
 
         Args:
           path: anything `xlsr_jax.checkpointing.resolve` accepts.
           abstract_params: ShapeDtypeStruct tree with the target shardings.
-          fresh_params: the freshly initialised parameters (unused here; fine-tuning keeps new heads).
+          fresh_params: the freshly initialised parameters.
         """
-        del fresh_params
         from xlsr_jax import checkpointing
 
-        return checkpointing.restore_params(path, abstract_params, partial=True)
+        comparison = self.check_init_params(path, abstract_params)
+        return checkpointing.restore_matching(path, abstract_params, fresh_params, comparison)
 
     # --- Steps (inside jit).
 

@@ -11,6 +11,7 @@ it also decodes with the LM beam search (`xlsr_jax.lm`) and reports `wer_lm`/`ce
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 
 from xlsr_jax import decoding
 from xlsr_jax.tasks import finetune
+
+log = logging.getLogger(__name__)
 
 
 def resolve_languages(data_cfg: ml_collections.ConfigDict) -> list[str]:
@@ -148,12 +151,28 @@ def lm_settings(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
 
 
 def _add_rates(metrics: dict[str, float], counts: Mapping[str, decoding.ErrorCounts], suffix: str = "") -> None:
-    metrics[f"wer{suffix}"] = counts["all"].wer
-    metrics[f"cer{suffix}"] = counts["all"].cer
+    # A rate over no reference words is undefined: it is left out (`_warn_empty_references`
+    # says why) rather than logged as NaN.
     for lang, c in counts.items():
-        if lang != "all":
-            metrics[f"wer{suffix}/{lang}"] = c.wer
-            metrics[f"cer{suffix}/{lang}"] = c.cer
+        if c.words:
+            metrics[f"wer{suffix}" if lang == "all" else f"wer{suffix}/{lang}"] = c.wer
+            metrics[f"cer{suffix}" if lang == "all" else f"cer{suffix}/{lang}"] = c.cer
+
+
+def _warn_empty_references(counts: Mapping[str, decoding.ErrorCounts], langs: Sequence[str]) -> None:
+    """Warns when every reference of the eval (or of some language) decodes to nothing."""
+    empty = sorted({lang for lang in langs if not counts[lang].words})
+    if not empty:
+        return
+    log.warning(
+        "eval: all %d references of %s are empty after decoding the labels with the vocabulary, "
+        "so no WER/CER is reported for %s. Labels that are all <unk> or special tokens decode to "
+        "nothing: check that data.vocabulary.path agrees with the transcript normaliser "
+        "(data.text.per_language).",
+        sum(lang in empty for lang in langs),
+        "every language" if not counts["all"].words else "language(s) " + ", ".join(empty),
+        "them" if counts["all"].words else "the eval",
+    )
 
 
 def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int = 4, beam=None) -> dict[str, Any]:
@@ -184,6 +203,7 @@ def ctc_report(records, vocabulary, languages: Sequence[str], num_examples: int 
         langs += [languages[int(i)] for i, k in zip(batch["language"], keep) if k]
     counts = decoding.error_rates_by_language(refs, hyps, langs)
     metrics: dict[str, float] = {}
+    _warn_empty_references(counts, langs)
     _add_rates(metrics, counts)
     counts_lm = None
     if beam is not None:

@@ -31,48 +31,96 @@ def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
     return {(k, *p): s for k, v in tree.items() for p, s in _shapes(v).items()}
 
 
-def restore_init_params(path: str, abstract_params: PyTree, fresh_params: PyTree) -> PyTree:
-    """Parameters for a fine-tuning run: the pretrained encoder from `path`, new heads kept fresh.
+def plan_init_params(
+    path: str, abstract_params: PyTree, *, allow_partial: bool = False, model_config: dict | None = None
+) -> tuple[bool, list[str], Any]:
+    """What a fine-tuning run takes from `path`, decided from metadata before anything is compiled.
 
     `path` may be a pretraining run (Wav2Vec2ForPreTraining: `wav2vec2/`, quantizer, ...), a
     fine-tuned run or export of any head model, or a headless `Wav2Vec2Model` export (its tree
-    is the encoder itself). Every top-level part of the target whose shapes match the checkpoint
-    is restored (so a CTC run with the same vocabulary also gets its head back); the others keep
-    `fresh_params`, and are logged.
+    is the encoder itself). The encoder must match the model exactly (with `allow_partial`,
+    config.init.partial: the parameters that match); every other top-level part of the model
+    whose shapes match the checkpoint is restored too (a CTC run with the same vocabulary gets
+    its head back), the others stay freshly initialised.
+
+    Returns:
+      (headless, the top-level parts restored, `checkpointing.ParamsComparison` of what is
+      restored, with paths as stored in the checkpoint).
+    Raises:
+      ValueError: the checkpoint holds no encoder. checkpointing.ModelMismatchError: the encoder
+        differs (every differing parameter listed) and `allow_partial` is off.
+    """
+    from xlsr_jax import checkpointing
+
+    found, saved = checkpointing.newest_params_metadata(path)
+    saved = checkpointing.strip_boxes(saved)
+    headless = optimizers.ENCODER_PREFIX not in saved and optimizers.FEATURE_ENCODER in saved
+    if headless:
+        saved = {optimizers.ENCODER_PREFIX: saved}  # headless Wav2Vec2Model export
+    if optimizers.ENCODER_PREFIX not in saved:
+        raise ValueError(
+            f"{path}: no encoder ({optimizers.ENCODER_PREFIX}/) in the checkpoint "
+            f"(top-level parts: {sorted(saved)}); check the model config (preset, scan_layers) against it"
+        )
+    parts = [optimizers.ENCODER_PREFIX] + [
+        name
+        for name, sub in abstract_params.items()
+        if name != optimizers.ENCODER_PREFIX and name in saved and _shapes(saved[name]) == _shapes(sub)
+    ]
+    if headless:
+        comparison = checkpointing.compare_params(saved[optimizers.ENCODER_PREFIX], abstract_params[parts[0]])
+    else:
+        comparison = checkpointing.compare_params(
+            {name: saved[name] for name in parts}, {name: abstract_params[name] for name in parts}
+        )
+    if not comparison.exact and not (allow_partial and comparison.matching):
+        raise checkpointing.ModelMismatchError(checkpointing.init_mismatch_message(found, comparison, model_config))
+    return headless, parts, comparison
+
+
+def restore_init_params(
+    path: str,
+    abstract_params: PyTree,
+    fresh_params: PyTree,
+    *,
+    allow_partial: bool = False,
+    model_config: dict | None = None,
+) -> PyTree:
+    """Parameters for a fine-tuning run: the pretrained encoder from `path`, new heads kept fresh
+    (`plan_init_params` says which parts; the fresh ones are logged).
 
     Args:
       path: anything `xlsr_jax.checkpointing.resolve` accepts.
       abstract_params: ShapeDtypeStruct tree with target shardings (the fine-tuning model's).
       fresh_params: the freshly initialised parameters (same structure).
+      allow_partial: config.init.partial (see `plan_init_params`).
+      model_config: the model's config dict (names differing fields in a mismatch error).
     Returns:
       The merged parameter tree.
     Raises:
-      ValueError: the checkpoint holds no encoder matching the model.
+      ValueError: the checkpoint holds no encoder. checkpointing.ModelMismatchError: it differs.
     """
     from xlsr_jax import checkpointing
 
-    saved = checkpointing.strip_boxes(checkpointing.params_metadata(path))
-    headless = optimizers.ENCODER_PREFIX not in saved and optimizers.FEATURE_ENCODER in saved
+    headless, parts, comparison = plan_init_params(
+        path, abstract_params, allow_partial=allow_partial, model_config=model_config
+    )
     if headless:
-        saved = {optimizers.ENCODER_PREFIX: saved}  # headless Wav2Vec2Model export
-    request, kept = {}, []
-    for name, sub in abstract_params.items():
-        if name in saved and _shapes(saved[name]) == _shapes(sub):
-            request[name] = sub
-        else:
-            kept.append(name)
-    if optimizers.ENCODER_PREFIX not in request:
-        raise ValueError(
-            f"{path}: no encoder ({optimizers.ENCODER_PREFIX}/) with this model's shapes in the checkpoint "
-            f"(top-level parts: {sorted(saved)}); check the model config (preset, scan_layers) against it"
+        encoder_name = optimizers.ENCODER_PREFIX
+        encoder = checkpointing.restore_matching(
+            path, abstract_params[encoder_name], fresh_params[encoder_name], comparison
         )
-    if headless:
-        encoder = checkpointing.restore_params(path, request[optimizers.ENCODER_PREFIX], partial=True)
-        restored = {optimizers.ENCODER_PREFIX: encoder}
+        restored = {encoder_name: encoder}
     else:
-        restored = checkpointing.restore_params(path, request, partial=True)
+        restored = checkpointing.restore_matching(
+            path,
+            {name: abstract_params[name] for name in parts},
+            {name: fresh_params[name] for name in parts},
+            comparison,
+        )
+    kept = sorted(set(abstract_params) - set(parts))
     if kept:
-        log.info("from %s: restored %s; freshly initialised %s", path, sorted(request), sorted(kept))
+        log.info("from %s: restored %s; freshly initialised %s", path, sorted(parts), kept)
     return {name: restored[name] if name in restored else fresh_params[name] for name in abstract_params}
 
 
@@ -152,9 +200,21 @@ class FinetuneTask(Task):
             optim_cfg, freeze_feature_encoder=self.freeze_feature_encoder, freeze_updates=self.freeze_updates
         )
 
+    def check_init_params(self, path, abstract_params):
+        """The encoder of `path` against the model, from metadata (`plan_init_params`)."""
+        return plan_init_params(
+            path, abstract_params, allow_partial=self.init_partial, model_config=self.model_config.to_dict()
+        )
+
     def restore_init_params(self, path, abstract_params, fresh_params):
         """Pretrained encoder from `path`, the task's head freshly initialised (`restore_init_params`)."""
-        return restore_init_params(path, abstract_params, fresh_params)
+        return restore_init_params(
+            path,
+            abstract_params,
+            fresh_params,
+            allow_partial=self.init_partial,
+            model_config=self.model_config.to_dict(),
+        )
 
     def encoder_frozen(self, params: PyTree, num_updates: jax.Array) -> tuple[PyTree, jax.Array]:
         """(params with no gradient into the encoder while it is frozen, float32 0/1 "frozen" metric)."""
