@@ -90,6 +90,8 @@ class SpeechTranslationTask(finetune.FinetuneTask):
         self.model_config = SpeechTranslationConfig(encoder, decoder_config_for(config, vocab_size))
         self.model = Wav2Vec2ForSpeechTranslation(self.model_config)
         self.init_samples = int(config.train.init_num_samples)
+        # Task's config.init.partial: restore only the parameters of init.checkpoint that fit.
+        self.init_partial = bool(config.get("init", {}).get("partial", False))
         # FinetuneTask's fields (its __init__ builds a Wav2Vec2Config-only model, so not called).
         self.freeze_updates = int(config.finetune.freeze_finetune_updates)
         self.freeze_feature_encoder = encoder.feature_grad_mult <= 0.0
