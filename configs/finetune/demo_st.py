@@ -7,9 +7,10 @@ adapter), a 2-layer mBART-structured decoder and the demo corpus read as CoVoST-
 only for the first 10% of updates. One source language (Spanish) by default: the stage must fit
 in ~3 minutes, and 30 pairs are learned in 600 updates where the three languages' 90 are not
 (es+sw+tr, 800 updates: every clip gets the same sentence, training-clip BLEU 4.1; 1500 updates
-learn them, ~5 minutes). Measured (from the demo CTC run's encoder, 600 updates, a loaded 2-core
-CPU, 191 s for the whole `make demo` stage): BLEU on the training clips 0 -> 100, on the unseen
-dev sentences 1.4 (30 sentences per language cannot teach translation).
+learn them, ~5 minutes). Measured in a full `make demo` (2026-11-30, from that run's CTC encoder,
+600 updates, 129 s for the stage on a loaded 2-core CPU): BLEU on the training clips 0 -> 27.7
+(chrF 33.1), on the unseen dev sentences 1.4; from a different CTC encoder the same stage reached
+100 on the training clips. 30 sentences per language cannot teach translation.
 
 Variants (`configs/finetune/demo_st.py:steps=300,langs=es+ru`): `steps=N`; `batch=N`;
 `langs=a+b` source languages of the shipped corpus (default es); `init=DIR` pretrained
