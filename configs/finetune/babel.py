@@ -88,10 +88,8 @@ def get_config(arg=None):
         lr=lr,
         freeze_finetune_updates=min(10000, args.steps // 2),  # finetune.yaml: 10000 of 26000
         init_checkpoint=args.init,
+        preset=args.preset,
     )
     config.ckpt.every_steps = 5000
     config.eval.every_steps = base.XLSR_ASR_EVAL_EVERY
-    if args.preset in ("xls_r_1b", "xls_r_2b"):
-        config.mesh.fsdp = -1
-        config.mesh.data = 1
     return config

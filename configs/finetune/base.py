@@ -33,6 +33,7 @@ def finetune_config(
     lr: float,
     freeze_finetune_updates: int,
     init_checkpoint: str = "",
+    preset: str = "",
 ) -> ml_collections.ConfigDict:
     """A complete fine-tuning config: `configs.common.base_config` plus the recipe's optimizer
     and schedule, and a `finetune` section.
@@ -46,6 +47,8 @@ def finetune_config(
       lr: peak learning rate.
       freeze_finetune_updates: updates with the pretrained model frozen (only the head trains).
       init_checkpoint: pretrained checkpoint (run, step or exported directory).
+      preset: the encoder's `xlsr_jax.models.get_preset` name; the 1B/2B ones (`FSDP_PRESETS`)
+        shard parameters and Adam moments over all devices, as their pretraining (configs/xls_r.py).
     Returns:
       ConfigDict.
     """
@@ -78,7 +81,14 @@ def finetune_config(
     config.eval.lm_beta = 1.0  # score per word
     config.eval.lm_beam_width = 100
     config.init.checkpoint = init_checkpoint  # the pretrained model to fine-tune ("" = from scratch)
+    if preset in FSDP_PRESETS:
+        config.mesh.fsdp = -1  # shard parameters and Adam moments as in pretraining
+        config.mesh.data = 1
     return config
+
+
+# Encoders too large to replicate per device: fine-tuning shards them like their pretraining.
+FSDP_PRESETS = ("xls_r_1b", "xls_r_2b")
 
 
 def finetune_model(

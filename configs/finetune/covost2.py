@@ -107,13 +107,11 @@ def get_config(arg=None):
         lr=args.lr,
         freeze_finetune_updates=10000,
         init_checkpoint=args.init,
+        preset=PRESETS[args.size],
     )
     decoder = {**MBartDecoderConfig().to_dict(), "vocab_size": 0}
     st_sections(config, decoder=decoder, init_decoder=args.decoder, beams=5, max_length=200, label_smoothing=0.1)
     config.ckpt.every_steps = 2000
     config.eval.every_steps = 5000
     config.eval.num_batches = 100
-    if args.size in ("1b", "2b"):
-        config.mesh.fsdp = -1  # shard parameters and Adam moments as in pretraining
-        config.mesh.data = 1
     return config

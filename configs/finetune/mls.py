@@ -36,10 +36,8 @@ def get_config(arg=None):
         lr=args.lr,
         freeze_finetune_updates=10000,
         init_checkpoint=args.init,
+        preset=args.preset,
     )
     config.ckpt.every_steps = 5000
     config.eval.every_steps = 5000
-    if args.preset in ("xls_r_1b", "xls_r_2b"):
-        config.mesh.fsdp = -1
-        config.mesh.data = 1
     return config

@@ -76,10 +76,8 @@ def get_config(arg=None):
         lr=args.lr,
         freeze_finetune_updates=min(10000, args.steps // 4),
         init_checkpoint=args.init,
+        preset=args.preset,
     )
     config.ckpt.every_steps = 2000
     config.eval.every_steps = 2000
-    if args.preset in ("xls_r_1b", "xls_r_2b"):
-        config.mesh.fsdp = -1  # shard parameters and Adam moments as in pretraining
-        config.mesh.data = 1
     return config
